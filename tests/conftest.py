@@ -1,0 +1,58 @@
+"""Shared fixtures: the local data, and a tiny dataset and checkpoint made by the real
+prepare.py and train.py, built once per test session and reused by later stages' tests."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get('SHARED_DATA', ROOT.parent / 'shared' / 'data'))
+
+# Two cores in CI: one torch thread per process keeps parallel subprocesses from thrashing.
+torch.set_num_threads(1)
+
+
+def run_script(script, *args, timeout=300, check=True, env=None):
+    """Run a top-level script as a user would; return the CompletedProcess (stdout+stderr as text)."""
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'WANDB_MODE': 'offline', **(env or {})}
+    p = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f'{script} {" ".join(map(str, args))} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}')
+    return p
+
+
+@pytest.fixture(scope='session')
+def shared_data():
+    if not (SHARED_DATA / 'tinystories').is_dir():
+        pytest.skip(f'shared data not found at {SHARED_DATA}; set SHARED_DATA')
+    return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tiny_data(shared_data, tmp_path_factory):
+    """A small BPE-512 dataset: ~400 KB of real TinyStories train text, the validation head as val."""
+    out = tmp_path_factory.mktemp('tiny_data')
+    text = (shared_data / 'tinystories' / 'train-v1-head.txt').read_text()
+    cut = text.index('<|endoftext|>', 400_000) + len('<|endoftext|>\n')
+    (out / 'train.txt').write_text(text[:cut])
+    val = (shared_data / 'tinystories' / 'validation-head.txt').read_text()[:60_000]
+    (out / 'val.txt').write_text(val)
+    run_script('prepare.py', f'--source={out / "train.txt"}', f'--val_source={out / "val.txt"}',
+               '--tokenizer=bpe', '--vocab_size=512', f'--out_dir={out}')
+    return out
+
+
+@pytest.fixture(scope='session')
+def tiny_ckpt(tiny_data, tmp_path_factory):
+    """out_dir of a tiny model trained for 40 iterations on tiny_data (last.pt, best.pt, metrics.jsonl)."""
+    out = tmp_path_factory.mktemp('tiny_ckpt')
+    run_script('train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', '--device=cpu', '--compile=False',
+               '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=64',
+               '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=40', '--eval_interval=20',
+               '--eval_iters=2', '--log_interval=10', '--warmup_iters=5', '--learning_rate=3e-3',
+               '--lr_decay_iters=40', '--wandb_log=False')
+    return out
