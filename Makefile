@@ -1,0 +1,28 @@
+# Two commands for a fresh machine (Python 3.11+, pip):
+#   make demo   install, prepare a small TinyStories set, train on the CPU (~10 min), print a story
+#   make test   install, run the test suite
+# GPU machines: `pip install -r requirements.txt`, then see README.md.
+PY ?= python3
+# Local copies of TinyStories and the GPT-2 BPE files (the Hugging Face hub may be unreachable).
+export SHARED_DATA ?= $(abspath ../shared/data)
+TS := $(SHARED_DATA)/tinystories
+
+.PHONY: setup demo test
+setup:
+	$(PY) -m pip install -q -r requirements-cpu.txt
+
+# The demo trains on the local TinyStories files when they exist, else streams 20k stories from the hub.
+ifneq ($(wildcard $(TS)/train-v1-head.txt),)
+DEMO_SOURCE := --source=$(TS)/train-v1-head.txt,$(TS)/train-v2-head.txt,$(TS)/train-subset-maxme1.txt --val_source=$(TS)/validation-head.txt
+else
+DEMO_SOURCE := --max_stories=20000
+endif
+
+demo: setup
+	$(PY) prepare.py $(DEMO_SOURCE) --tokenizer=bpe --vocab_size=4096 --out_dir=data/tinystories-demo
+	$(PY) train.py config/train_tinystories_cpu.py --data_dir=data/tinystories-demo --out_dir=out-tinystories-cpu
+	$(PY) sample.py --out_dir=out-tinystories-cpu --start="Once upon a time" --num_samples=1 --max_new_tokens=200 --temperature=0.8 --top_k=50
+
+# pytest exits 5 when it collects no tests: that is not a failure of the code.
+test: setup
+	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
