@@ -1,0 +1,174 @@
+"""
+Exact evaluation of a checkpoint on a whole split of its data:
+
+    python eval.py --out_dir=out                  # val split, windows every block_size // 2 tokens
+    python eval.py --out_dir=out --baseline=True  # and the same architecture untrained, for scale
+
+train.py's val loss is an estimate from a few random batches; this scores every token of the split
+exactly once. The split is a stream of tokens t[0..N-1]; each of t[1..N-1] is predicted once from
+what precedes it, so N-1 predictions. A model sees at most block_size tokens, so the stream is cut
+into sliding windows of block_size tokens: the first window scores all its predictions, and each next
+window starts `stride` tokens later and scores only its last `stride` ones, so every prediction after
+the first window has at least block_size - stride tokens of context.
+stride = block_size gives disjoint windows (the cheapest, but tokens at a window's start see almost no
+context); smaller strides cost block_size / stride times as much and give every token more context.
+The last window is moved back to end at the last token, so it too is a full window.
+
+Reports loss (mean nats per predicted token), perplexity exp(loss), bits per byte (the summed loss in
+bits over the UTF-8 bytes of the split's text, comparable across tokenizers), and the token and byte
+counts; prints one line and writes out_dir/eval.json. `evaluate()` is importable (report.py uses it).
+"""
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import tokenizer
+from configurator import configure
+from model import GPT, GPTConfig
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'
+ckpt = 'best'           # 'best' | 'last' (out_dir/best.pt, out_dir/last.pt) | a path (looked up in out_dir first)
+data_dir = ''           # '' = the data the checkpoint was trained on
+split = 'val'
+stride = 0              # tokens scored per window; 0 = block_size // 2
+batch_size = 32         # windows per forward pass
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
+baseline = False        # also evaluate the untrained model (same architecture, random init, fixed seed)
+# -----------------------------------------------------------------------------
+
+
+def windows(n_tokens, block_size, stride):
+    """The sliding windows over a stream of n_tokens tokens, as (ends, scored, width): window i reads
+    tokens[ends[i] - width : ends[i]], predicts tokens[ends[i] - width + 1 : ends[i] + 1], and scores
+    only its last scored[i] predictions. Every prediction of tokens[1:] is scored in exactly one window."""
+    assert n_tokens >= 2 and 1 <= stride <= block_size
+    last = n_tokens - 1              # the last token index, and the number of predictions
+    width = min(block_size, last)    # a split shorter than a block is one short window
+    ends = np.append(np.arange(width, last, stride), last)
+    scored = np.diff(ends, prepend=0)  # the first window scores all `width` of its predictions
+    return ends, scored, width
+
+
+@torch.no_grad()
+def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float32', n_bytes=None, progress=False):
+    """Exact loss of model over the token stream `tokens` (array-like of ids, e.g. a np.memmap of a
+    .bin file). Returns {'loss', 'ppl', 'tokens', 'windows', 'block_size', 'stride'} plus
+    {'bytes', 'bpb'} when n_bytes, the UTF-8 size of the text, is given."""
+    tokens = np.asarray(tokens)
+    if len(tokens) < 2:
+        raise SystemExit(f"only {len(tokens)} token(s) to evaluate; a split needs at least 2")
+    if not 1 <= stride <= block_size:
+        raise SystemExit(f"stride must be in 1..block_size ({block_size}), got {stride}")
+    ends, scored, width = windows(len(tokens), block_size, stride)
+    device_type = torch.device(device).type
+    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+    ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+    offsets = np.arange(width + 1)
+    positions = torch.arange(width, device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)  # float64: millions of terms, no drift
+    was_training = model.training
+    model.eval()
+    for b in tqdm(range(0, len(ends), batch_size), desc='eval', unit='batch', leave=False, disable=not progress):
+        e, k = ends[b:b + batch_size], scored[b:b + batch_size]
+        chunk = torch.from_numpy(tokens[(e - width)[:, None] + offsets].astype(np.int64)).to(device)
+        x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # (B, width) each
+        with ctx:
+            logits, _ = model(x, y)  # passing targets gets logits at every position; its own loss is unused
+        # (it may carry label smoothing, and it is a mean; we want the plain summed negative log-likelihood)
+        keep = positions[None, :] >= width - torch.from_numpy(k).to(device)[:, None]  # (B, width)
+        total += F.cross_entropy(logits[keep].float(), y[keep], reduction='sum').double()
+    model.train(was_training)
+    n = len(tokens) - 1
+    loss = total.item() / n
+    out = {'loss': loss, 'ppl': math.exp(loss), 'tokens': n, 'windows': len(ends), 'block_size': block_size,
+           'stride': stride}
+    if n_bytes:
+        out |= {'bytes': int(n_bytes), 'bpb': loss * n / n_bytes / math.log(2)}
+    return out
+
+
+def checkpoint_path(out_dir, ckpt):
+    if ckpt in ('best', 'last'):
+        return os.path.join(out_dir, ckpt + '.pt')
+    inside = os.path.join(out_dir, ckpt)
+    return inside if os.path.exists(inside) else ckpt
+
+
+if __name__ == '__main__':
+    config = configure(globals())
+
+    if dtype not in ('float32', 'bfloat16', 'float16'):
+        raise SystemExit(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...")
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit("device 'cuda' asked for but torch sees no GPU; use --device=cpu")
+    if batch_size < 1:
+        raise SystemExit(f"batch_size must be >= 1, got {batch_size}")
+    path = checkpoint_path(out_dir, ckpt)
+    if not os.path.isfile(path):
+        raise SystemExit(f"no checkpoint at {path}; train one (python train.py --out_dir={out_dir}) "
+                         "or point --out_dir/--ckpt at an existing one")
+    model, checkpoint = GPT.from_checkpoint(path, device=device)  # weights_only load, one-line errors
+    block_size = checkpoint['model_args']['block_size']
+    stride = stride or block_size // 2 or 1
+    if not 1 <= stride <= block_size:
+        raise SystemExit(f"stride must be in 1..{block_size} (the model's block_size), or 0 for half of it; got {stride}")
+
+    # The data, which must be tokenized exactly as the checkpoint's training data was.
+    data_dir = data_dir or checkpoint.get('config', {}).get('data_dir', '')
+    try:
+        with open(os.path.join(data_dir, 'meta.json')) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"can't read {os.path.join(data_dir, 'meta.json')} ({e}); "
+                         "pass --data_dir=<a directory made by prepare.py>")
+    if split not in meta.get('splits', {}):
+        raise SystemExit(f"{data_dir} has no split {split!r}; use one of {sorted(meta.get('splits', {}))}")
+    if tokenizer.state_from_dir(data_dir) != checkpoint.get('tokenizer'):
+        raise SystemExit(f"{data_dir} was tokenized differently from the data {path} was trained on; "
+                         "pass --data_dir=<data prepared with the same tokenizer>")
+    bin_path = os.path.join(data_dir, f'{split}.bin')
+    try:
+        tokens = np.memmap(bin_path, dtype=np.dtype(meta['dtype']), mode='r')
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"can't read {bin_path} ({e}); re-run prepare.py for {data_dir}")
+    info = meta['splits'][split]
+    if len(tokens) != info['tokens']:
+        raise SystemExit(f"{bin_path} holds {len(tokens)} tokens but meta.json says {info['tokens']}; "
+                         "re-run prepare.py with --force")
+
+    t0 = time.time()
+    result = evaluate(model, tokens, block_size, stride, batch_size, device, dtype, info['bytes'], progress=True)
+    seconds = time.time() - t0
+    print(f"{split}: loss {result['loss']:.4f}, ppl {result['ppl']:.2f}, {result['bpb']:.4f} bits/byte over "
+          f"{result['tokens']:,} tokens ({result['bytes']:,} bytes), stride {stride}/{block_size}, {seconds:.1f}s")
+    base = None
+    if baseline:
+        torch.manual_seed(0)  # a fixed seed: the same untrained model every time
+        untrained = GPT(GPTConfig.from_dict(checkpoint['model_args'])).to(device)
+        base = evaluate(untrained, tokens, block_size, stride, batch_size, device, dtype, info['bytes'], progress=True)
+        print(f"untrained baseline: loss {base['loss']:.4f}, ppl {base['ppl']:.2f}, {base['bpb']:.4f} bits/byte "
+              f"(a uniform guess over the {checkpoint['model_args']['vocab_size']} tokens: ppl "
+              f"{checkpoint['model_args']['vocab_size']})")
+
+    report = {**result, 'split': split, 'data_dir': data_dir, 'checkpoint': path,
+              'iter_num': checkpoint.get('iter_num'), 'vocab_size': checkpoint['model_args']['vocab_size'],
+              'device': device, 'dtype': dtype, 'seconds': seconds, 'baseline': base, 'config': config}
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, 'eval.json.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(report, f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, 'eval.json'))  # atomic: a reader never sees half a file
+    print(f"wrote {os.path.join(out_dir, 'eval.json')}")

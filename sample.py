@@ -1,0 +1,191 @@
+"""
+Tell stories with a trained model:
+
+    python sample.py --out_dir=out --start="Once upon a time" --num_samples=3
+
+Decoding strategies:
+    --temperature=0             greedy: always the single most likely next token
+    --temperature=0.8           sampling from softmax(logits / temperature); < 1 is safer, > 1 wilder
+      --top_k=50                ... only among the 50 most likely tokens
+      --top_p=0.9               ... only among the most likely tokens that hold 90% of the probability
+                                (nucleus sampling, Holtzman et al. 2019); top_k and top_p combine
+    --beam_width=4              beam search: keep the 4 most likely sequences so far, print the best.
+                                Deterministic, so temperature/top_k/top_p don't apply, and it prints
+                                when done (the best beam is only known at the end) instead of streaming.
+
+The prompt: --start=TEXT, --start=FILE:path (a UTF-8 file's text, trailing newlines dropped; an empty
+file counts as an empty prompt), or --start='' (the default) for a story of the model's own. Training
+puts <|endoftext|> before every story, so every prompt is placed after one: the model reads it as the
+opening of a new story. A prompt of only spaces is refused as a likely quoting mistake.
+--interactive=True reads one prompt per line from stdin until EOF; an empty line asks for a fresh story.
+Same --seed, same stories (on the same device): sample i of every prompt is drawn with seed + i.
+Stories go to stdout and everything else to stderr, so `python sample.py > stories.txt` keeps only stories.
+"""
+import codecs
+import os
+import sys
+from contextlib import nullcontext
+
+import torch
+
+import tokenizer
+from model import GPT
+
+# -----------------------------------------------------------------------------
+out_dir = 'out'
+ckpt = 'best'           # 'best' | 'last' (out_dir/best.pt, out_dir/last.pt) | a path (looked up in out_dir first)
+start = ''              # prompt text | 'FILE:path' | '' for a fresh story
+num_samples = 3         # stories per prompt
+max_new_tokens = 256
+temperature = 0.8       # 0 = greedy
+top_k = 0               # 0 = off
+top_p = 1.0             # 1.0 = off
+beam_width = 1          # > 1 = beam search
+seed = 1337
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
+compile = False         # torch.compile the model (pays off only for long generations)
+interactive = False     # read prompts from stdin, one per line, until EOF
+stop_at_eot = True      # end a story at <|endoftext|>; False keeps going into the next one
+# -----------------------------------------------------------------------------
+from configurator import configure
+config = configure(globals())
+
+# Refuse settings that can't mean what the user wants, before the slow checkpoint load.
+if temperature < 0:
+    raise SystemExit(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+if top_k < 0:
+    raise SystemExit(f"top_k must be >= 0 (0 = off), got {top_k}")
+if not 0 < top_p <= 1:
+    raise SystemExit(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+if beam_width < 1 or num_samples < 1 or max_new_tokens < 1:
+    raise SystemExit("beam_width, num_samples and max_new_tokens must be >= 1; "
+                     f"got {beam_width}, {num_samples}, {max_new_tokens}")
+if beam_width > 1 and (top_k or top_p < 1):
+    raise SystemExit("beam search doesn't sample, so top_k/top_p do nothing; drop them or set --beam_width=1")
+if beam_width == 1 and temperature == 0 and (top_k or top_p < 1):
+    raise SystemExit("greedy decoding (temperature=0) doesn't sample, so top_k/top_p do nothing; "
+                     "drop them or set --temperature above 0")
+if interactive and start:
+    raise SystemExit("--start and --interactive=True both given; in interactive mode type the prompts on stdin")
+if start and not start.strip():
+    raise SystemExit("the prompt is only whitespace; pass some text, or --start='' for a fresh story")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    raise SystemExit(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+try:
+    device_type = torch.device(device).type
+except RuntimeError:
+    raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...")
+if device_type == 'cuda' and not torch.cuda.is_available():
+    raise SystemExit("device 'cuda' asked for but torch sees no GPU; use --device=cpu")
+if beam_width > 1 and num_samples > 1:
+    print(f"beam search is deterministic: printing 1 story per prompt, not {num_samples}", file=sys.stderr)
+    num_samples = 1
+
+
+def read_prompt(text):
+    """The prompt text: --start itself, or the contents of the file named by FILE:path."""
+    if not text.startswith('FILE:'):
+        return text
+    path = text[len('FILE:'):]
+    if not path:
+        raise SystemExit("--start=FILE: needs a file name, like --start=FILE:prompt.txt")
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except OSError as e:
+        raise SystemExit(f"prompt file {path}: {e.strerror}; pass an existing text file as --start=FILE:path")
+    except UnicodeDecodeError:
+        raise SystemExit(f"prompt file {path} is not UTF-8 text; save it as UTF-8")
+    # Editors end files with a newline; left in, the model would continue on a fresh line.
+    text = text.rstrip('\r\n')
+    if not text.strip():
+        print(f"prompt file {path} is empty: telling a fresh story", file=sys.stderr)
+        return ''
+    return text
+
+
+# The checkpoint, and the tokenizer it was trained with (recorded inside it, so nothing else must match).
+if ckpt in ('best', 'last'):
+    ckpt_path = os.path.join(out_dir, ckpt + '.pt')
+else:  # a name inside out_dir, or any path
+    ckpt_path = os.path.join(out_dir, ckpt) if os.path.exists(os.path.join(out_dir, ckpt)) else ckpt
+if not os.path.isfile(ckpt_path):
+    raise SystemExit(f"no checkpoint at {ckpt_path}; train one (python train.py --out_dir={out_dir}) "
+                     "or point --out_dir/--ckpt at an existing one")
+prompt = None if interactive else read_prompt(start)  # a bad FILE: fails now, not after loading
+torch.manual_seed(seed)
+model, checkpoint = GPT.from_checkpoint(ckpt_path, device=device)  # weights_only load, one-line errors
+if 'tokenizer' not in checkpoint:
+    raise SystemExit(f"{ckpt_path} records no tokenizer; it wasn't written by this repo's train.py")
+enc = tokenizer.from_state(checkpoint['tokenizer'])
+eot = enc.eot_token
+block_size = checkpoint['model_args']['block_size']
+model.eval()
+if compile:
+    model.compile()  # in place, so that generate()'s own calls to the model run compiled
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+generator = torch.Generator(device=device)
+
+if beam_width > 1:
+    strategy = f'beam search, width {beam_width}'
+elif temperature == 0:
+    strategy = 'greedy'
+else:
+    strategy = f'sampling at temperature {temperature}' + (f', top_k {top_k}' if top_k else '') + \
+               (f', top_p {top_p}' if top_p < 1 else '')
+print(f"{ckpt_path}: iter {checkpoint.get('iter_num', '?')}, {model.num_params() / 1e6:.2f}M "
+      f"params, vocab {enc.n_vocab}, block {block_size}; {strategy}", file=sys.stderr)
+
+
+def tell(text):
+    """Print num_samples stories continuing text, streaming each token as it is generated."""
+    ids = [eot] + enc.encode(text, allowed_special={'<|endoftext|>'})
+    if len(ids) > block_size:
+        print(f"the prompt is {len(ids)} tokens; the model sees only the last {block_size}", file=sys.stderr)
+    x = torch.tensor([ids], dtype=torch.long, device=device)
+    for i in range(num_samples):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if beam_width > 1:
+            with ctx:
+                y = model.beam_search(x, max_new_tokens, beam_width, eos_id=eot if stop_at_eot else None)
+            new = y[0, len(ids):].tolist()
+            if stop_at_eot and eot in new:
+                new = new[:new.index(eot)]
+            sys.stdout.write(enc.decode(new))
+        else:
+            generator.manual_seed(seed + i)  # sample i is the same whatever came before it
+            # A token may end inside a multi-byte character: decode bytes incrementally, so the
+            # character prints whole once its last byte arrives, instead of as two replacement marks.
+            utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace')
+            with ctx:
+                for tok in model.generate_stream(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                                                 top_p=top_p if top_p < 1 else None,
+                                                 eos_id=eot if stop_at_eot else None, generator=generator):
+                    t = tok.item()
+                    if stop_at_eot and t == eot:
+                        break
+                    sys.stdout.write(utf8.decode(enc.decode_single_token_bytes(t)))
+                    sys.stdout.flush()
+            sys.stdout.write(utf8.decode(b'', final=True))
+        sys.stdout.write('\n---------------\n')
+        sys.stdout.flush()
+
+
+try:
+    if not interactive:
+        tell(prompt)
+    else:
+        while True:
+            if sys.stdin.isatty():
+                print('prompt (empty: a fresh story; Ctrl-D: quit)> ', end='', file=sys.stderr, flush=True)
+            line = sys.stdin.readline()
+            if not line:  # EOF
+                break
+            line = line.rstrip('\r\n')
+            tell(line if line.strip() else '')
+except KeyboardInterrupt:  # Ctrl-C is how people stop a long story; no traceback for it
+    print(file=sys.stderr)
+    raise SystemExit(130)
