@@ -1,0 +1,589 @@
+"""
+A GPT language model in one file. GPTConfig picks every architecture the project's seeds use:
+positions (learned / sinusoidal / rotary / none), normalisation (LayerNorm / RMSNorm / none, pre or post),
+MLP activation (GELU / ReLU / SiLU / SwiGLU / GeGLU), grouped-query attention and weight tying.
+Generation reuses a pre-allocated key/value cache.
+
+References (cited below by number):
+ [1] Vaswani et al. 2017, Attention Is All You Need (sinusoids, post-norm, ReLU MLP, label smoothing)
+ [2] Radford et al. 2019, Language Models are Unsupervised Multitask Learners (GPT-2: learned positions,
+     pre-norm, residual projections initialised with std 0.02/sqrt(2*n_layer))
+ [3] Press & Wolf 2017, Using the Output Embedding to Improve Language Models (weight tying)
+ [4] Su et al. 2021, RoFormer: Enhanced Transformer with Rotary Position Embedding
+ [5] Zhang & Sennrich 2019, Root Mean Square Layer Normalization
+ [6] Shazeer 2020, GLU Variants Improve Transformer (SwiGLU/GeGLU; 8/3 hidden keeps parameters equal)
+ [7] Shazeer 2019, Fast Transformer Decoding (multi-query); Ainslie et al. 2023, GQA
+ [8] Kazemnejad et al. 2023, The Impact of Positional Encoding on Length Generalization (NoPE)
+ [9] Holtzman et al. 2020, The Curious Case of Neural Text Degeneration (nucleus / top-p sampling)
+[10] Chowdhery et al. 2022, PaLM, appendix B (training FLOPs per token, MFU)
+"""
+import inspect
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+POS = ('learned', 'sinusoidal', 'rope', 'none')
+NORMS = ('layernorm', 'rmsnorm', 'none')
+NORM_POS = ('pre', 'post')
+ACTS = ('gelu', 'relu', 'silu', 'swiglu', 'geglu')
+GATED = ('swiglu', 'geglu')
+# fused attention kernels (flash / memory-efficient) when this torch has them; the manual path is the fallback
+FLASH = hasattr(F, 'scaled_dot_product_attention')
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 8192
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_kv_head: int | None = None    # None -> n_head; fewer -> grouped-query, 1 -> multi-query attention [7]
+    n_embd: int = 288
+    mlp_hidden: int | None = None   # None -> 4*n_embd, or for gated MLPs 8/3*n_embd rounded down to a multiple of 64
+    dropout: float = 0.0
+    bias: bool = False
+    pos: str = 'rope'               # 'learned' | 'sinusoidal' | 'rope' | 'none'
+    rope_theta: float = 10000.0
+    norm: str = 'rmsnorm'           # 'layernorm' | 'rmsnorm' | 'none'
+    norm_pos: str = 'pre'           # 'pre' | 'post'
+    act: str = 'swiglu'             # 'gelu' | 'relu' | 'silu' | 'swiglu' | 'geglu'
+    tie_weights: bool = True
+    label_smoothing: float = 0.0    # applied to the training loss only; eval losses stay plain cross-entropy
+
+    def __post_init__(self):
+        def bad(what, fix):
+            raise SystemExit(f'model config: {what}; {fix}')
+        for f in fields(self):  # values arrive from command lines and checkpoints, so check their types here
+            v = getattr(self, f.name)
+            if v is None and f.default is None:
+                continue
+            want = int if f.default is None else {int: int, float: (int, float), bool: bool, str: str}[type(f.default)]
+            if isinstance(v, bool) != (want is bool) or not isinstance(v, want):
+                kind = 'an int' if want is int else 'a ' + type(f.default).__name__
+                bad(f'{f.name}={v!r} has the wrong type', f'give {kind}')
+        for name, allowed in (('pos', POS), ('norm', NORMS), ('norm_pos', NORM_POS), ('act', ACTS)):
+            if getattr(self, name) not in allowed:
+                bad(f'{name}={getattr(self, name)!r} is unknown', f'use one of {", ".join(allowed)}')
+        for name in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd'):
+            if getattr(self, name) < 1:
+                bad(f'{name}={getattr(self, name)} must be positive', f'set --{name} to at least 1')
+        if self.n_embd % self.n_head:
+            bad(f'n_embd={self.n_embd} is not divisible by n_head={self.n_head}', 'pick n_embd a multiple of n_head')
+        if self.kv_heads < 1 or self.n_head % self.kv_heads:
+            bad(f'n_kv_head={self.n_kv_head} must divide n_head={self.n_head}', 'use a divisor of n_head (or None)')
+        if self.pos == 'rope' and self.head_dim % 2:
+            bad(f'rope needs an even head size, got n_embd/n_head={self.head_dim}', 'change n_embd or n_head')
+        if self.pos == 'sinusoidal' and self.n_embd % 2:
+            bad(f'sinusoidal positions need an even n_embd, got {self.n_embd}', 'use an even n_embd')
+        if self.mlp_hidden is not None and self.mlp_hidden < 1:
+            bad(f'mlp_hidden={self.mlp_hidden} must be positive', 'set it to at least 1, or None for the default')
+        if not 0 <= self.dropout < 1 or not 0 <= self.label_smoothing < 1:
+            bad('dropout and label_smoothing must lie in [0, 1)', 'e.g. --dropout=0.1 --label_smoothing=0.1')
+        if self.rope_theta <= 0:
+            bad(f'rope_theta={self.rope_theta} must be positive', 'the usual value is 10000')
+
+    @property
+    def kv_heads(self):
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def head_dim(self):
+        return self.n_embd // self.n_head
+
+    @property
+    def hidden(self):
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.act in GATED:  # a gated MLP has three matrices, so 8/3*C matches the two 4*C matrices of [2] [6]
+            return max(64, int(8 * self.n_embd / 3) // 64 * 64)
+        return 4 * self.n_embd
+
+    @property
+    def padded_vocab(self):  # multiples of 64 suit matmul tiles; the extra rows are never emitted
+        return -(-self.vocab_size // 64) * 64
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(d) - names), sorted(names - set(d))
+        if unknown:
+            raise SystemExit(f'model config has unknown fields {unknown}; '
+                             'it comes from another model.py version, update model.py')
+        if missing:
+            raise SystemExit(f'model config lacks fields {missing}; '
+                             'it comes from an older model.py, add them to the checkpoint\'s model_args')
+        return cls(**d)
+
+
+class Norm(nn.Module):
+    """LayerNorm, or RMSNorm [5], which skips the mean subtraction and the bias: cheaper, trains as well."""
+
+    def __init__(self, kind, dim, bias):
+        super().__init__()
+        self.kind = kind
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias and kind == 'layernorm' else None
+
+    def forward(self, x):
+        if self.kind == 'layernorm':
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+        xf = x.float()  # x / sqrt(mean(x^2) + eps) * gain [5], in fp32 even under autocast
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).type_as(x) * self.weight
+
+
+def make_norm(config):
+    return nn.Identity() if config.norm == 'none' else Norm(config.norm, config.n_embd, config.bias)
+
+
+def rope_tables(head_dim, block_size, theta):
+    """cos and sin of the rotation angles [4], each (block_size, 1, head_dim/2): position p turns pair i by
+    p * theta^(-2i/head_dim). The 1 broadcasts over heads."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float64), inv_freq)[:, None, :]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate x (B, T, H, hd) by the angles of its positions, cos/sin (T, 1, hd/2). Dimension i is paired with
+    i + hd/2 (not 2i with 2i+1): the same rotation as [4] in a permuted basis, with no strided indexing."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # rotate in fp32 even under autocast: angles need the precision
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+def sinusoid_table(block_size, dim):
+    """The fixed positional encoding of [1] section 3.5, (block_size, dim): sin on even, cos on odd channels."""
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float64),
+                         10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    table = torch.zeros(block_size, dim, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = angles.sin(), angles.cos()
+    return table.float()
+
+
+class KVCache:
+    """One layer's keys and values during generation, in buffers of fixed shape (B, n_kv_head, block_size,
+    head_dim) written in place. Attention reads the first `used` slots (the window length, set by the caller),
+    so work grows with the context actually held; with used=None it reads all of them and the causal mask hides
+    the unwritten slots, so every decoding step has identical shapes (what CUDA graphs need)."""
+
+    def __init__(self, block_size):
+        self.block_size, self.k, self.v, self.used = block_size, None, None, None
+
+    def update(self, k, v, positions):
+        # k, v (B, n_kv_head, T, hd) for the window positions (T,); returns the first `used` slots of the buffers
+        if self.k is None:  # allocated on first use so dtype/device follow the activations (autocast included)
+            shape = (k.size(0), k.size(1), self.block_size, k.size(3))
+            self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)  # zeros, not empty: 0 * NaN would poison softmax
+        self.k.index_copy_(2, positions, k)
+        self.v.index_copy_(2, positions, v)
+        return self.k[:, :, :self.used], self.v[:, :, :self.used]
+
+    def reorder(self, rows):
+        """Make row i hold what row rows[i] held (beam search follows each surviving beam's parent)."""
+        self.k.copy_(self.k.index_select(0, rows))
+        self.v.copy_(self.v.index_select(0, rows))
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head, self.n_kv, self.hd = config.n_head, config.kv_heads, config.head_dim
+        # one matmul for queries (n_head heads) and keys/values (n_kv_head heads each) [7]
+        self.qkv = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv) * self.hd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.proj.residual = True  # gets the scaled init of [2]
+        self.dropout = config.dropout
+        self.attn_drop, self.resid_drop = nn.Dropout(config.dropout), nn.Dropout(config.dropout)
+        self.flash = FLASH
+        # the causal mask, added to the scores: 0 where query i may see key j (j <= i), -inf above the diagonal.
+        # Additive rather than boolean because SDPA converts boolean masks on every call. Non-persistent: it is
+        # rebuilt from the config, never stored in checkpoints.
+        causal = torch.full((config.block_size, config.block_size), float('-inf')).triu(diagonal=1)
+        self.register_buffer('mask', causal, persistent=False)
+
+    def forward(self, x, positions, rope=None, cache=None, maps=None):
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd)  # query heads, key heads, value heads
+        qk, v = qkv.split([self.n_head + self.n_kv, self.n_kv], dim=2)
+        if rope is not None:  # [4]: rotating q and k makes q.k depend only on their distance; both in one call
+            qk = apply_rope(qk, *rope)
+        q, k = qk.split([self.n_head, self.n_kv], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd), (B, nkv, T, hd) x2
+        mask = None  # None: the T tokens attend causally among themselves
+        if cache is not None:
+            k, v = cache.update(k, v, positions)  # (B, nkv, S, hd), S = slots read
+            mask = self.mask[positions, :k.size(2)].to(q.dtype)  # (T, S): query at p sees keys 0..p only
+        if self.flash and maps is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               dropout_p=self.dropout if self.training else 0.0,
+                                               enable_gqa=self.n_kv != self.n_head)  # (B, nh, T, hd)
+        else:
+            if self.n_kv != self.n_head:  # each group of n_head/n_kv query heads shares one key/value head
+                k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
+                v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd))  # (B, nh, T, S)
+            att = (att + (self.mask[:T, :T] if mask is None else mask)).softmax(dim=-1)  # exp(-inf) = 0: exact zeros
+            if maps is not None:
+                maps.append(att)
+            y = self.attn_drop(att) @ v  # (B, nh, T, hd)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.act, h = config.act, config.hidden
+        self.gated = config.act in GATED
+        # a gated MLP [6] computes value and gate with one matmul of twice the width
+        self.up = nn.Linear(config.n_embd, 2 * h if self.gated else h, bias=config.bias)
+        self.down = nn.Linear(h, config.n_embd, bias=config.bias)
+        self.down.residual = True
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        h = self.up(x)  # (B, T, h) or (B, T, 2h)
+        if self.gated:
+            value, gate = h.chunk(2, dim=-1)
+            h = value * (F.silu(gate) if self.act == 'swiglu' else F.gelu(gate))
+        else:
+            h = {'gelu': F.gelu, 'relu': F.relu, 'silu': F.silu}[self.act](h)
+        return self.drop(self.down(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.post = config.norm_pos == 'post'
+        self.norm1, self.attn = make_norm(config), CausalSelfAttention(config)
+        self.norm2, self.mlp = make_norm(config), MLP(config)
+
+    def forward(self, x, positions, rope=None, cache=None, maps=None):
+        if self.post:  # [1]: normalise each residual sum
+            x = self.norm1(x + self.attn(x, positions, rope, cache, maps))
+            return self.norm2(x + self.mlp(x))
+        # [2]: normalise each sub-layer's input, leaving a clean identity path through the residual stream
+        x = x + self.attn(self.norm1(x), positions, rope, cache, maps)
+        return x + self.mlp(self.norm2(x))
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick the next token from logits (B, V) -> (B,). temperature 0 is greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    if top_p is not None and top_p < 1.0:  # [9]: the smallest set of tokens holding probability >= top_p
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the strictly likelier tokens: exactly 0 for the top one
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, float('-inf'))
+        logits = logits.scatter(-1, order, sorted_logits)
+    # inverse-CDF draw, one uniform number per row: 8x faster than torch.multinomial over an 8k vocabulary on
+    # CPU. u stays strictly below the total, so the chosen token (first with cdf > u) has probability > 0.
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, device=cdf.device) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = c = config
+        self.wte = nn.Embedding(c.padded_vocab, c.n_embd)
+        if c.pos == 'learned':
+            self.wpe = nn.Embedding(c.block_size, c.n_embd)
+        elif c.pos == 'sinusoidal':
+            self.register_buffer('sinusoid', sinusoid_table(c.block_size, c.n_embd), persistent=False)
+        elif c.pos == 'rope':
+            cos, sin = rope_tables(c.head_dim, c.block_size, c.rope_theta)
+            self.register_buffer('rope_cos', cos, persistent=False)
+            self.register_buffer('rope_sin', sin, persistent=False)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        # post-norm blocks already end in a norm, so only pre-norm needs a final one [2]
+        self.norm_f = make_norm(c) if c.norm_pos == 'pre' else nn.Identity()
+        self.lm_head = nn.Linear(c.n_embd, c.padded_vocab, bias=False)
+        if c.tie_weights:  # [3]: one matrix both reads and writes tokens; fewer parameters, better perplexity
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m):
+        if isinstance(m, nn.Linear):
+            # [2]: each residual projection adds to the stream 2*n_layer times, so shrink its init to keep
+            # the stream's variance independent of depth
+            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(m, 'residual', False) else 0.02
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def _hidden(self, idx, positions, caches=None, maps=None):
+        """Final hidden states (B, T, C) of tokens idx (B, T) sitting at window positions (T,)."""
+        c = self.config
+        x = self.wte(idx)  # (B, T, C)
+        if c.pos == 'sinusoidal':  # [1] 3.4: scale embeddings by sqrt(C) so the unit-size sinusoids do not drown them
+            x = x * math.sqrt(c.n_embd) + self.sinusoid[positions]
+        elif c.pos == 'learned':
+            x = x + self.wpe(positions)
+        # (pos='none' adds nothing: a causal decoder can still infer order from what each token may see [8])
+        rope = (self.rope_cos[positions], self.rope_sin[positions]) if c.pos == 'rope' else None
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, rope, caches[i] if caches else None, maps)
+        return self.norm_f(x)
+
+    def _logits(self, x):
+        return self.lm_head(x)[..., :self.config.vocab_size]  # the padded ids can never be emitted
+
+    def forward(self, idx, targets=None):
+        T = idx.size(1)
+        if T > self.config.block_size:
+            raise SystemExit(f'sequence of {T} tokens is longer than block_size={self.config.block_size}; crop the input')
+        x = self._hidden(idx, torch.arange(T, device=idx.device))
+        if targets is None:  # inference needs only the last position: skip the (T, vocab) matmul
+            return self._logits(x[:, [-1]]), None  # (B, 1, V)
+        logits = self._logits(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               label_smoothing=self.config.label_smoothing if self.training else 0.0)  # [1] 5.4
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx):
+        """Softmax attention weights of every layer, a list of (B, n_head, T, T), computed by the manual path."""
+        maps = []
+        self._hidden(idx, torch.arange(idx.size(1), device=idx.device), maps=maps)
+        return maps
+
+    def num_params(self, non_embedding=False):
+        """Parameters the model uses: the padding rows of the vocabulary are left out. non_embedding=True also
+        leaves out tables that are only looked up (position embeddings; the token embedding when untied). A tied
+        token embedding stays in, because it is the output matmul too (the count 6N FLOPs/token needs [10])."""
+        c = self.config
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied matrix once
+        n -= (c.padded_vocab - c.vocab_size) * c.n_embd * (1 if c.tie_weights else 2)
+        if non_embedding:
+            n -= self.wpe.weight.numel() if c.pos == 'learned' else 0
+            n -= 0 if c.tie_weights else c.vocab_size * c.n_embd
+        return n
+
+    def flops_per_token(self):
+        """Training FLOPs (forward + backward) per token at full context [10]: 6 per matmul weight, plus
+        attention's scores and weighted sums, 12 * n_layer * block_size * n_embd."""
+        c = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.block_size * c.n_embd
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        params = [p for p in self.parameters() if p.requires_grad]
+        # decay only matrices (weights, embeddings); shrinking biases and norm gains towards 0 does not help
+        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), **({'fused': True} if fused else {}))
+
+    @torch.no_grad()
+    def _next_logits(self, seq, start, caches, filled):
+        """Logits (B, V) after the window seq[:, start:]. With caches, the window's first `filled` tokens are
+        cached: filled == 0 means (re)fill the cache from the whole window, otherwise feed only the newest token."""
+        window = seq[:, start:]
+        for cache in caches or []:
+            cache.used = window.size(1)  # attend over the window's slots only
+        if caches is None or filled == 0:
+            x = self._hidden(window, torch.arange(window.size(1), device=seq.device), caches)
+        else:
+            x = self._hidden(window[:, -1:], torch.tensor([filled], device=seq.device), caches)
+        return self._logits(x[:, -1])
+
+    # Past block_size the window slides: once it would exceed block_size tokens, it restarts from the newest
+    # block_size//2 tokens at position 0 and the cache is refilled from them. Cost: one forward over
+    # block_size//2 tokens per block_size//2 new tokens (about one extra token of batched compute per token),
+    # and each token then sees between block_size//2 and block_size tokens of context instead of always a full
+    # block. The refill is needed because positions count from the window start and the kept tokens' keys
+    # were computed while the dropped tokens were visible. use_cache=False recomputes the very same windows
+    # from scratch every step, so both modes produce identical tokens.
+    def _slide(self, seq, start):
+        bs = self.config.block_size
+        return (seq.size(1) - max(1, bs // 2), True) if seq.size(1) - start > bs else (start, False)
+
+    @torch.no_grad()
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,
+                        use_cache=True, generator=None):
+        """Yield the next token of every row, a LongTensor (B,), step by step. Rows that produced eos_id keep
+        producing it; the stream ends once every row has. Call model.eval() first (dropout)."""
+        _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p)
+        seq, start = idx, max(0, idx.size(1) - self.config.block_size)
+        caches = [KVCache(self.config.block_size) for _ in self.blocks] if use_cache else None
+        filled, done = 0, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            logits = self._next_logits(seq, start, caches, filled)
+            filled = seq.size(1) - start
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            if eos_id is not None:
+                nxt = nxt.masked_fill(done, eos_id)
+                done |= nxt == eos_id
+            seq = torch.cat((seq, nxt[:, None]), dim=1)
+            yield nxt
+            if eos_id is not None and bool(done.all()):
+                return
+            start, moved = self._slide(seq, start)
+            filled = 0 if moved else filled
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,
+                 use_cache=True, generator=None):
+        """Continue idx (B, T) by up to max_new_tokens tokens -> (B, T + n); temperature 0 is greedy."""
+        new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, eos_id, use_cache, generator))
+        return torch.cat([idx] + [t[:, None] for t in new], dim=1)
+
+    @torch.no_grad()
+    def beam_search(self, idx, max_new_tokens, beam_width, eos_id=None, length_penalty=1.0):
+        """The most probable continuation of idx (1, T) found by keeping beam_width partial sequences ranked by
+        summed log-probability. Finished ones (ending in eos_id) are ranked by sum / length**length_penalty; the
+        search stops once beam_width have finished. beam_width=1 is greedy decoding. Returns (1, T + n)."""
+        if idx.dim() != 2 or idx.size(0) != 1:
+            raise SystemExit(f'beam_search takes one prompt of shape (1, T), got {tuple(idx.shape)}; '
+                             'search prompts one at a time')
+        _check_generate_args(idx, max_new_tokens, 0.0, None, None)
+        if beam_width < 1:
+            raise SystemExit(f'beam_width={beam_width} must be at least 1; use 1 for greedy decoding')
+        W, T, dev = beam_width, idx.size(1), idx.device
+        seq, start = idx.expand(W, T), max(0, T - self.config.block_size)
+        scores = torch.full((W,), float('-inf'), device=dev)
+        scores[0] = 0.0  # all beams start as the same prompt: grow only the first at step one
+        caches, filled, finished = [KVCache(self.config.block_size) for _ in self.blocks], 0, []
+        stopped = False
+        for step in range(max_new_tokens):
+            logp = F.log_softmax(self._next_logits(seq, start, caches, filled).float(), dim=-1)  # (W, V)
+            filled, V = seq.size(1) - start, logp.size(-1)
+            top, flat = (scores[:, None] + logp).view(-1).topk(min(2 * W, W * V))  # 2W: at most W end in eos
+            live = []  # (parent row, token, score) of the next beams, best first
+            for rank, (s, i) in enumerate(zip(top.tolist(), flat.tolist())):
+                if s == float('-inf') or len(live) == W:
+                    break
+                if eos_id is not None and i % V == eos_id:
+                    if rank < W:  # an ending only counts if it would have made the beam
+                        ended = torch.cat((seq[i // V, T:], torch.tensor([eos_id], device=dev)))
+                        finished.append((s / (step + 1) ** length_penalty, ended))
+                    continue
+                live.append((i // V, i % V, s))
+            if len(finished) >= W or not live:
+                stopped = True
+                break
+            live += [(live[0][0], live[0][1], float('-inf'))] * (W - len(live))  # tiny vocab: pad with dead beams
+            rows = torch.tensor([r for r, _, _ in live], device=dev)
+            seq = torch.cat((seq[rows], torch.tensor([t for _, t, _ in live], device=dev)[:, None]), dim=1)
+            scores = torch.tensor([s for _, _, s in live], device=dev)
+            for cache in caches:
+                cache.reorder(rows)  # each beam continues from its parent's keys and values
+            start, moved = self._slide(seq, start)
+            filled = 0 if moved else filled
+        if not stopped or not finished:  # out of steps: the live beams compete with the finished ones
+            n = seq.size(1) - T
+            finished += [(s / max(n, 1) ** length_penalty, seq[b, T:]) for b, s in enumerate(scores.tolist())
+                         if s > float('-inf')]
+        best = max(finished, key=lambda f: f[0])[1]
+        return torch.cat((idx[0], best))[None]
+
+    @classmethod
+    def from_checkpoint(cls, path, device='cpu'):
+        """Load a train.py checkpoint -> (model in eval mode on device, the checkpoint dict)."""
+        path = str(path)
+        if not os.path.isfile(path):
+            raise SystemExit(f'checkpoint {path} not found; train one with train.py or give the right path')
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+        except Exception as e:  # truncated file, not a torch file, or pickled objects weights_only refuses
+            raise SystemExit(f'checkpoint {path} cannot be read ({type(e).__name__}); '
+                             'it is corrupt or not from train.py, re-copy or retrain it')
+        if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
+            raise SystemExit(f'checkpoint {path} lacks "model"/"model_args"; it was not written by train.py')
+        try:
+            model = cls(GPTConfig.from_dict(ckpt['model_args']))
+        except SystemExit as e:  # name the file in the config's own one-line message
+            raise SystemExit(f'checkpoint {path}: {e.code}') from None
+        # torch.compile and DDP prefix parameter names; strip them in case a checkpoint kept them
+        state = {re.sub(r'^(_orig_mod\.|module\.)+', '', k): v for k, v in ckpt['model'].items()}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise SystemExit(f'checkpoint {path} does not fit its model_args ({str(e).splitlines()[0]}); '
+                             'it is corrupt or was edited, re-copy or retrain it')
+        return model.to(device).eval(), ckpt
+
+
+def _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p):
+    for broken, message in (
+            (idx.dim() != 2 or idx.size(1) == 0,
+             f'prompt must be (B, T) with T >= 1, got {tuple(idx.shape)}; start from at least one token, e.g. <|endoftext|>'),
+            (max_new_tokens < 0, f'max_new_tokens={max_new_tokens} is negative; use 0 or more'),
+            (temperature < 0, f'temperature={temperature} is negative; use 0 (greedy) or more'),
+            (top_k is not None and top_k < 1, f'top_k={top_k} must be at least 1; or None to keep all tokens'),
+            (top_p is not None and not 0 < top_p <= 1, f'top_p={top_p} must lie in (0, 1]; or None to keep all tokens')):
+        if broken:
+            raise SystemExit(message)
+
+
+# Dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s: (name pattern, bf16, fp16, tf32, fp32).
+# float32 counts TF32 tensor cores when torch allows TF32 matmuls, else plain FP32. None: no such hardware path.
+PEAK_FLOPS = [
+    (r'H200|GH200', 989e12, 989e12, 494.7e12, 66.9e12),
+    (r'H100.*PCIe', 756e12, 756e12, 378e12, 51.2e12),
+    (r'H100.*NVL', 835e12, 835e12, 417.5e12, 60e12),
+    (r'H100', 989e12, 989e12, 494.7e12, 66.9e12),  # SXM
+    (r'A100', 312e12, 312e12, 156e12, 19.5e12),
+    (r'L40S', 362e12, 362e12, 183e12, 91.6e12),
+    (r'\bL4\b', 121e12, 121e12, 60e12, 30.3e12),
+    (r'\bA10\b', 125e12, 125e12, 62.5e12, 31.2e12),
+    (r'A6000', 154.8e12, 154.8e12, 77.4e12, 38.7e12),
+    (r'4090', 165.2e12, 165.2e12, 82.6e12, 82.6e12),
+    (r'3090', 71e12, 71e12, 35.6e12, 35.6e12),
+    (r'V100', None, 125e12, None, 15.7e12),
+    (r'\bT4\b', None, 65e12, None, 8.1e12),
+]
+
+
+def peak_flops(device_type, dtype):
+    """Peak FLOP/s of this device in dtype ('bfloat16'|'float16'|'float32') for MFU -> (flops, label).
+    Known GPUs come from the table; a CPU or an unlisted GPU gets a big matmul timed now."""
+    dtype = str(dtype).removeprefix('torch.')
+    if device_type == 'cuda' and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for pattern, bf16, fp16, tf32, fp32 in PEAK_FLOPS:
+            if re.search(pattern, name):
+                tf32_on = torch.backends.cuda.matmul.allow_tf32
+                flops = {'bfloat16': bf16, 'float16': fp16, 'float32': tf32 if tf32_on else fp32}.get(dtype)
+                if flops:
+                    return flops, f'{name} {dtype}{" (tf32)" if dtype == "float32" and tf32_on else ""} datasheet peak'
+    return _measured_flops(device_type, dtype), f'measured ({device_type} {dtype} matmul)'
+
+
+@lru_cache(maxsize=None)
+def _measured_flops(device_type, dtype):
+    n = 1024 if device_type == 'cpu' else 4096
+    a, b = (torch.randn(n, n, device=device_type, dtype=getattr(torch, dtype)) for _ in range(2))
+    sync = torch.cuda.synchronize if device_type == 'cuda' else (lambda: None)
+    a @ b  # warm-up: first call pays for allocation and kernel selection
+    sync()
+    reps, t0 = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - t0 < 0.2:
+        a @ b
+        reps += 1
+        sync()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)

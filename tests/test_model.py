@@ -1,0 +1,377 @@
+"""Properties of model.py: shapes and causality for every architecture option, the two attention paths agree,
+the KV cache changes nothing but speed, generation/beam search/sampling rules, parameter counts, checkpoints."""
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from model import (ACTS, GPT, NORM_POS, NORMS, POS, GPTConfig, apply_rope, peak_flops, rope_tables,  # noqa: E402
+                   sample_next, sinusoid_table)
+
+torch.set_num_threads(1)
+
+
+def tiny(**kw):
+    """A small config: 2 layers, 4 heads of 8 dims, vocab 50 (padded to 64), block 16."""
+    base = dict(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32)
+    return GPTConfig(**{**base, **kw})
+
+
+def build(seed=0, **kw):
+    torch.manual_seed(seed)
+    return GPT(tiny(**kw)).eval()
+
+
+options = st.fixed_dictionaries({
+    'pos': st.sampled_from(POS), 'norm': st.sampled_from(NORMS), 'norm_pos': st.sampled_from(NORM_POS),
+    'act': st.sampled_from(ACTS), 'n_kv_head': st.sampled_from([None, 4, 2, 1]), 'bias': st.booleans(),
+    'tie_weights': st.booleans(), 'mlp_hidden': st.sampled_from([None, 48]),
+})
+
+
+@settings(max_examples=40, deadline=None, database=None, derandomize=True)  # same cases every run, nothing written
+@given(opts=options, B=st.integers(1, 3), T=st.integers(1, 16), seed=st.integers(0, 2**16))
+def test_output_shapes_for_every_option(opts, B, T, seed):
+    """logits are (B, T, vocab) with targets and (B, 1, vocab) without, the loss is a finite scalar."""
+    model = build(seed, **opts)
+    idx = torch.randint(0, 50, (B, T))
+    logits, loss = model(idx, idx)
+    assert logits.shape == (B, T, 50) and loss.dim() == 0 and torch.isfinite(loss)
+    last, none = model(idx)
+    assert last.shape == (B, 1, 50) and none is None
+    torch.testing.assert_close(last[:, 0], logits[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=30, deadline=None, database=None, derandomize=True)
+@given(opts=options, t=st.integers(0, 15), seed=st.integers(0, 2**16))
+def test_changing_token_t_never_changes_earlier_logits(opts, t, seed):
+    """Causality: editing token t leaves logits at positions < t unchanged (and does change position t)."""
+    model = build(seed, **opts)
+    idx = torch.randint(0, 50, (2, 16))
+    edited = idx.clone()
+    edited[:, t] = (idx[:, t] + 1) % 50
+    a, _ = model(idx, idx)
+    b, _ = model(edited, edited)
+    torch.testing.assert_close(a[:, :t], b[:, :t], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[:, t], b[:, t])
+
+
+@pytest.mark.parametrize('pos,n_kv_head,norm_pos', [(p, kv, npos) for p in POS for kv in (None, 2, 1)
+                                                    for npos in NORM_POS])
+def test_sdpa_path_equals_manual_path(pos, n_kv_head, norm_pos):
+    """The fused scaled_dot_product_attention path and the manual masked-softmax path agree (fp32, atol 1e-5)."""
+    model = build(pos=pos, n_kv_head=n_kv_head, norm_pos=norm_pos)
+    idx = torch.randint(0, 50, (3, 16))
+    fused, _ = model(idx, idx)
+    for block in model.blocks:
+        block.attn.flash = False
+    manual, _ = model(idx, idx)
+    torch.testing.assert_close(fused, manual, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('n_kv_head', [None, 1])
+def test_attention_maps_are_causal_distributions(n_kv_head):
+    """attention_maps: one (B, n_head, T, T) map per layer, upper triangle exactly 0, rows sum to 1."""
+    model = build(n_kv_head=n_kv_head)
+    maps = model.attention_maps(torch.randint(0, 50, (2, 12)))
+    assert len(maps) == 2
+    for att in maps:
+        assert att.shape == (2, 4, 12, 12)
+        assert (att.triu(diagonal=1) == 0).all()
+        torch.testing.assert_close(att.sum(-1), torch.ones(2, 4, 12), atol=1e-6, rtol=0)
+
+
+def test_gpt2_initialisation():
+    """GPT-2 init: matrices and embeddings N(0, 0.02), the two residual projections per block N(0, 0.02/sqrt(2L)),
+    biases 0, norm gains 1."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=8, n_embd=256, n_head=4, bias=True, norm='layernorm', pos='learned'))
+    for name, p in model.named_parameters():
+        if name.endswith(('attn.proj.weight', 'mlp.down.weight')):
+            assert abs(p.std().item() - 0.02 / math.sqrt(16)) < 0.1 * 0.02 / math.sqrt(16), name
+        elif p.dim() == 2:
+            assert abs(p.std().item() - 0.02) < 0.002, name
+        elif name.endswith('bias'):
+            assert (p == 0).all(), name
+        else:
+            assert (p == 1).all(), name
+
+
+def test_rope_scores_depend_only_on_distance():
+    """RoPE: rotating q at position m and k at position n leaves q.k a function of m - n only, and keeps norms."""
+    cos, sin = rope_tables(16, 64, 10000.0)
+    q, k = torch.randn(1, 1, 1, 16).expand(1, 64, 1, 16), torch.randn(1, 1, 1, 16).expand(1, 64, 1, 16)
+    rq, rk = apply_rope(q, cos, sin)[0, :, 0], apply_rope(k, cos, sin)[0, :, 0]  # (64 positions, 16)
+    torch.testing.assert_close(rq.norm(dim=-1), q[0, :, 0].norm(dim=-1))
+    scores = rq @ rk.T  # scores[m, n]
+    for d in (0, 3, -5, 40):
+        diag = scores.diagonal(offset=-d)  # entries with m - n = d
+        torch.testing.assert_close(diag, diag[:1].expand_as(diag), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(scores.diagonal(0)[:1], scores.diagonal(-3)[:1])
+
+
+def test_sinusoid_table_follows_vaswani():
+    """PE(p, 2i) = sin(p / 10000^(2i/d)), PE(p, 2i+1) = cos(p / 10000^(2i/d))."""
+    table = sinusoid_table(50, 32)
+    for p, i in ((0, 0), (7, 3), (49, 15)):
+        angle = p / 10000 ** (2 * i / 32)
+        assert math.isclose(table[p, 2 * i].item(), math.sin(angle), abs_tol=1e-6)
+        assert math.isclose(table[p, 2 * i + 1].item(), math.cos(angle), abs_tol=1e-6)
+
+
+def test_label_smoothing_and_dropout_apply_in_training_only():
+    """With label_smoothing the training loss is the smoothed cross-entropy while eval mode reports the plain one
+    (targets of -1 are ignored); dropout makes training forwards random and leaves eval forwards deterministic."""
+    model = build(label_smoothing=0.1)
+    x = torch.randint(0, 50, (2, 16))
+    logits, loss = model(x[:, :-1], x[:, 1:])
+    flat = logits.reshape(-1, 50)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(flat, x[:, 1:].reshape(-1)))
+    _, train_loss = model.train()(x[:, :-1], x[:, 1:])
+    torch.testing.assert_close(train_loss, torch.nn.functional.cross_entropy(flat, x[:, 1:].reshape(-1), label_smoothing=0.1))
+    masked = x[:, 1:].clone()
+    masked[:, :10] = -1  # ignored targets (eval.py's strided windows score only their new tokens)
+    _, part = model.eval()(x[:, :-1], masked)
+    torch.testing.assert_close(part, torch.nn.functional.cross_entropy(logits[:, 10:].reshape(-1, 50), x[:, 11:].reshape(-1)))
+    dropped = build(dropout=0.2).train()
+    assert not torch.equal(dropped(x)[0], dropped(x)[0])
+    dropped.eval()
+    assert torch.equal(dropped(x)[0], dropped(x)[0])
+
+
+@pytest.mark.parametrize('kw', [{}, dict(pos='learned', norm='layernorm', act='gelu', bias=True),
+                                dict(pos='sinusoidal', norm_pos='post', act='relu'),
+                                dict(n_layer=4, n_head=16, n_embd=512, tie_weights=False)])
+def test_initial_loss_is_near_uniform(kw):
+    """At initialisation the loss on random next tokens is within 5% of ln(vocab_size) (GPT-2 init)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{'n_layer': 2, **kw})).eval()
+    x = torch.randint(0, 8192, (4, 65))
+    _, loss = model(x[:, :-1], x[:, 1:])
+    assert abs(loss.item() - math.log(8192)) < 0.05 * math.log(8192)
+
+
+def test_tied_weights_share_storage():
+    """tie_weights=True makes the token embedding and the output layer one tensor, even after training steps;
+    tie_weights=False gives two."""
+    model = build(tie_weights=True).train()
+    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+    for _ in range(2):
+        idx = torch.randint(0, 50, (2, 16))
+        model(idx, idx)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    assert model.wte.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    assert model.wte.weight is model.lm_head.weight
+    untied = build(tie_weights=False)
+    assert untied.wte.weight.data_ptr() != untied.lm_head.weight.data_ptr()
+
+
+@pytest.mark.parametrize('pos,n_kv_head', [(p, None) for p in POS] + [('rope', 2), ('rope', 1), ('learned', 1)])
+def test_kv_cache_generation_equals_recomputation(pos, n_kv_head):
+    """Greedy generation with the KV cache equals full recomputation token for token, for every position option
+    and GQA/MQA, over 40 new tokens from block_size 16 (the window slides and the cache is refilled 4 times),
+    for a batch of prompts and for a prompt longer than block_size."""
+    model = build(pos=pos, n_kv_head=n_kv_head)
+    for prompt in (torch.randint(0, 50, (3, 5)), torch.randint(0, 50, (1, 21))):
+        cached = model.generate(prompt, 40, temperature=0)
+        plain = model.generate(prompt, 40, temperature=0, use_cache=False)
+        assert cached.shape == (prompt.size(0), prompt.size(1) + 40)
+        assert torch.equal(cached, plain)
+
+
+def test_kv_cache_sampling_equals_recomputation_with_same_generator():
+    """Sampled generation (temperature, top_k, top_p) draws the same tokens with and without the cache."""
+    model = build(pos='learned', n_kv_head=2)
+    prompt = torch.randint(0, 50, (2, 3))
+    runs = [model.generate(prompt, 30, temperature=0.9, top_k=20, top_p=0.9, use_cache=c,
+                           generator=torch.Generator().manual_seed(7)) for c in (True, False)]
+    assert torch.equal(*runs)
+
+
+def test_generate_stream_matches_generate():
+    """generate_stream yields one (B,) tensor per step; stacked after the prompt they are generate's output."""
+    model = build()
+    prompt = torch.randint(0, 50, (2, 4))
+    steps = list(model.generate_stream(prompt, 10, temperature=0))
+    assert len(steps) == 10 and all(s.shape == (2,) and s.dtype == torch.long for s in steps)
+    assert torch.equal(torch.cat([prompt, torch.stack(steps, 1)], 1), model.generate(prompt, 10, temperature=0))
+
+
+def test_generation_stops_at_eos():
+    """With eos_id, each row emits eos forever after its first eos, and generation ends once every row has one."""
+    model = build()
+    free = model.generate(torch.randint(0, 50, (1, 4)), 20, temperature=0)
+    eos = free[0, 4 + 5].item()  # the greedy 6th token: greedy decoding with eos_id must stop right there
+    stopped = model.generate(free[:, :4], 20, temperature=0, eos_id=eos)
+    first = (free[0, 4:] == eos).nonzero()[0, 0].item()
+    assert torch.equal(stopped, free[:, :4 + first + 1])
+    prompts = torch.randint(0, 50, (4, 2))
+    out = model.generate(prompts, 200, temperature=3.0, eos_id=0, generator=torch.Generator().manual_seed(0))
+    new = out[:, 2:]
+    hit = new == 0
+    assert hit.any(1).all() and hit[:, -1].all() and new.size(1) < 200  # ended early, every row on eos
+    for row in hit:
+        assert row[row.nonzero()[0, 0]:].all()  # once eos, always eos
+    assert not hit[:, :-1].all(0).any()  # it stopped at the first step where all rows had finished
+
+
+def test_beam_width_one_is_greedy():
+    """beam_search with beam_width=1 returns exactly the greedy continuation, with and without an eos."""
+    model = build(pos='rope')
+    prompt = torch.randint(0, 50, (1, 5))
+    greedy = model.generate(prompt, 30, temperature=0)
+    assert torch.equal(model.beam_search(prompt, 30, 1), greedy)
+    eos = greedy[0, 12].item()
+    assert torch.equal(model.beam_search(prompt, 30, 1, eos_id=eos), model.generate(prompt, 30, temperature=0, eos_id=eos))
+
+
+@pytest.mark.parametrize('block_size', [8, 5])
+def test_wide_beam_finds_the_most_probable_continuation(block_size):
+    """A beam as wide as all 2-token prefixes keeps every candidate, so over 3 new tokens it returns the exact
+    argmax of the joint log-probability of all 12^3 continuations. Block 8 checks that cache rows follow their
+    beams; block 5 also slides the window (it keeps the newest 2 tokens once a 6th arrives). Weights are scaled
+    up so each token's distribution depends strongly on its context (a stale cache row then shows)."""
+    conts = torch.tensor(list(itertools.product(range(12), repeat=3)))  # (1728, 3)
+    for seed in range(4):
+        model = build(pos='learned', vocab_size=12, block_size=block_size, seed=seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(6)
+        prompt = torch.randint(0, 12, (1, 4))
+        best = model.beam_search(prompt, 3, beam_width=144)
+        seqs = torch.cat([prompt.expand(len(conts), 4), conts], 1)
+        logp = 0
+        for n in range(4, 7):  # each step's distribution, from the same window the generator uses
+            window = seqs[:, :n] if n <= block_size else seqs[:, n - block_size // 2:n]
+            logp = logp + torch.log_softmax(model(window)[0][:, -1], -1).gather(1, seqs[:, n:n + 1])[:, 0]
+        assert torch.equal(best[0], seqs[logp.argmax()])
+
+
+def test_sampling_rules():
+    """temperature 0 and top_k=1 are argmax; top_p keeps the smallest set of tokens reaching p (always the top
+    one); the padded vocabulary is never emitted; a seeded generator reproduces samples."""
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).expand(2000, 4)
+    g = torch.Generator().manual_seed(0)
+    assert (sample_next(logits, 0) == 0).all() and (sample_next(logits, 1.0, top_k=1, generator=g) == 0).all()
+    assert set(sample_next(logits, 1.0, top_p=0.5, generator=g).tolist()) == {0}
+    assert set(sample_next(logits, 1.0, top_p=0.75, generator=g).tolist()) == {0, 1}
+    assert set(sample_next(logits, 1.0, top_p=0.81, generator=g).tolist()) == {0, 1, 2}
+    assert set(sample_next(logits, 1.0, top_k=2, generator=g).tolist()) == {0, 1}
+    assert torch.equal(sample_next(logits, 1.0, generator=torch.Generator().manual_seed(1)),
+                       sample_next(logits, 1.0, generator=torch.Generator().manual_seed(1)))
+    model = build()
+    with torch.no_grad():
+        model.lm_head.weight[50:] = 100.0  # make the 14 padding ids overwhelmingly likely if they leaked
+    out = model.generate(torch.randint(0, 50, (8, 2)), 30, temperature=2.0, generator=g)
+    assert out.max() < 50 and model(out[:, :16])[0].size(-1) == 50
+
+
+def test_config_round_trip_and_errors():
+    """to_dict/from_dict round-trips every field; unknown, missing or invalid fields exit with one line."""
+    c = GPTConfig(n_kv_head=2, pos='sinusoidal', norm='layernorm', norm_pos='post', act='geglu',
+                  mlp_hidden=100, dropout=0.1, bias=True, tie_weights=False, label_smoothing=0.1, rope_theta=500.0)
+    d = c.to_dict()
+    assert GPTConfig.from_dict(d) == c and all(type(v) in (int, float, bool, str) for v in d.values())
+    assert GPTConfig.from_dict(GPTConfig().to_dict()) == GPTConfig()
+    for bad in ({**d, 'n_experts': 4}, {k: v for k, v in d.items() if k != 'pos'}, {**d, 'pos': 'alibi'},
+                {**d, 'n_embd': 100, 'n_head': 6}, {**d, 'n_kv_head': 4}, {**d, 'n_layer': '4'},
+                {**d, 'bias': 1}, {**d, 'dropout': 1.5}):
+        with pytest.raises(SystemExit) as e:
+            GPTConfig.from_dict(bad)
+        assert isinstance(e.value.code, str) and '\n' not in e.value.code
+
+
+def test_overfits_one_batch():
+    """The model can memorise one small batch: loss < 0.1 within 300 AdamW steps."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=64)).train()
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), 'cpu')
+    x = torch.randint(0, 64, (4, 33))
+    for step in range(300):
+        _, loss = model(x[:, :-1], x[:, 1:])
+        if loss.item() < 0.1:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+
+
+def test_seed_001_parameter_count_matches_hand_count():
+    """Seed 001 (512 dims, 16 heads, 4 layers, 10k vocab, RoPE, SwiGLU 1344, RMSNorm, untied) has the hand-counted
+    22,696,448 parameters (seed: ~23M); the vocab padding to 10,048 rows is not counted; FLOPs follow 6N + 12LTC."""
+    c = GPTConfig(vocab_size=10_000, block_size=256, n_layer=4, n_head=16, n_embd=512, pos='rope', act='swiglu',
+                  norm='rmsnorm', tie_weights=False)
+    assert c.hidden == 1344 and c.padded_vocab == 10_048
+    model = GPT(c)
+    per_layer = 4 * 512 * 512 + 3 * 512 * 1344 + 2 * 512  # q,k,v,out; up,gate,down; two RMSNorm gains
+    assert model.num_params() == 4 * per_layer + 512 + 2 * 10_000 * 512 == 22_696_448
+    assert model.num_params(non_embedding=True) == 22_696_448 - 10_000 * 512
+    assert model.flops_per_token() == 6 * (22_696_448 - 10_000 * 512) + 12 * 4 * 256 * 512
+    tied = GPT(GPTConfig(**{**c.to_dict(), 'tie_weights': True, 'pos': 'learned'}))
+    assert tied.num_params() == 4 * per_layer + 512 + 10_000 * 512 + 256 * 512
+    assert tied.num_params(non_embedding=True) == 4 * per_layer + 512 + 10_000 * 512
+    gqa = GPT(GPTConfig(**{**c.to_dict(), 'n_kv_head': 4}))  # keys and values shrink to 4 heads of 32
+    assert model.num_params() - gqa.num_params() == 4 * 2 * 512 * (512 - 4 * 32)
+
+
+def test_optimizer_decays_only_matrices():
+    """configure_optimizers puts every parameter in exactly one group; only >= 2-D ones are decayed."""
+    model = build(bias=True, norm='layernorm', pos='learned')
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
+    assert {id(p) for p in model.parameters()} == {id(p) for p in decay['params'] + no_decay['params']}
+    assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
+
+
+def test_from_checkpoint_loads_and_rejects_bad_files(tmp_path):
+    """from_checkpoint restores identical logits (also from compiled-model key prefixes) and exits with one line
+    for a missing file, a corrupt file, unknown config fields and mismatched weights."""
+    model = build(pos='learned', n_kv_head=2)
+    path = tmp_path / 'ckpt.pt'
+    state = {'_orig_mod.' + k: v for k, v in model.state_dict().items()}
+    torch.save({'model': state, 'model_args': model.config.to_dict(), 'iter_num': 3}, path)
+    loaded, ckpt = GPT.from_checkpoint(path)
+    idx = torch.randint(0, 50, (2, 16))
+    assert ckpt['iter_num'] == 3 and not loaded.training
+    assert torch.equal(loaded(idx, idx)[0], model(idx, idx)[0])
+    (tmp_path / 'corrupt.pt').write_bytes(path.read_bytes()[:100])
+    torch.save({'model': state, 'model_args': {**model.config.to_dict(), 'moe': True}}, tmp_path / 'unknown.pt')
+    torch.save({'model': state, 'model_args': {**model.config.to_dict(), 'n_embd': 64}}, tmp_path / 'shape.pt')
+    for name in ('missing.pt', 'corrupt.pt', 'unknown.pt', 'shape.pt'):
+        with pytest.raises(SystemExit) as e:
+            GPT.from_checkpoint(tmp_path / name)
+        assert isinstance(e.value.code, str) and '\n' not in e.value.code and name in e.value.code
+
+
+def test_bad_generation_arguments_exit_with_one_line():
+    """Negative temperature, top_p outside (0, 1], top_k < 1, an empty prompt and over-long forward inputs exit."""
+    model = build()
+    idx = torch.zeros(1, 3, dtype=torch.long)
+    for call in (lambda: model.generate(idx, 5, temperature=-1), lambda: model.generate(idx, 5, top_p=0.0),
+                 lambda: model.generate(idx, 5, top_k=0), lambda: model.generate(idx[:, :0], 5),
+                 lambda: model(torch.zeros(1, 17, dtype=torch.long)), lambda: model.beam_search(idx.expand(2, 3), 5, 2)):
+        with pytest.raises(SystemExit) as e:
+            call()
+        assert isinstance(e.value.code, str) and '\n' not in e.value.code
+
+
+def test_peak_flops_table_and_measurement(monkeypatch):
+    """Known GPUs read the datasheet table (H100 SXM bf16 989 TFLOP/s; 'A100' is not taken for 'A10');
+    a CPU gets a positive measured figure labelled 'measured'."""
+    flops, label = peak_flops('cpu', 'float32')
+    assert flops > 0 and 'measured' in label
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    for name, dtype, want in (('NVIDIA H100 80GB HBM3', 'bfloat16', 989e12), ('NVIDIA A100-SXM4-40GB', 'bfloat16', 312e12),
+                              ('NVIDIA A10', 'float16', 125e12), ('NVIDIA H200', torch.bfloat16, 989e12)):
+        monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a, n=name: n)
+        flops, label = peak_flops('cuda', dtype)
+        assert flops == want and name in label
