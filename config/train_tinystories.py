@@ -1,0 +1,43 @@
+# The GPU default: a Llama-style model (RoPE, RMSNorm, SwiGLU, no biases, grouped-query attention)
+# of ~25M parameters on all of TinyStories.
+#   python prepare.py                       # roneneldan/TinyStories, our BPE with 4096 tokens -> data/tinystories
+#   python train.py config/train_tinystories.py
+#   torchrun --standalone --nproc_per_node=8 train.py config/train_tinystories.py   # same run on 1, 2, 4 or 8 GPUs
+# Budget: 10k steps x 131k tokens = 1.3B tokens (~2.5 passes over the ~470M-token train split) at
+# 0.175 GFLOP/token, 2.3e17 FLOPs: ~15 minutes on one H100 at 25-30% MFU (an estimate, not measured here).
+out_dir = 'out-tinystories'
+data_dir = 'data/tinystories'
+eval_interval = 500
+eval_iters = 100
+log_interval = 50
+wandb_run_name = 'llama-25m'
+
+# 8 layers x 512, 8 query heads of 64 sharing 4 key/value heads; SwiGLU hidden 1344 (8/3 x 512, rounded to 64);
+# tied embeddings: 4096 x 512 = 2.1M of the ~25M parameters.
+n_layer = 8
+n_head = 8
+n_kv_head = 4
+n_embd = 512
+block_size = 512  # a story is ~200 tokens at this vocabulary: 512 spans two or three with their boundaries
+pos = 'rope'
+norm = 'rmsnorm'
+norm_pos = 'pre'
+act = 'swiglu'
+bias = False
+tie_weights = True
+dropout = 0.0  # 2.5 passes over 470M tokens: too little repetition to overfit
+
+batch_size = 32
+gradient_accumulation_steps = 8  # global: 32 x 8 x 512 = 131,072 tokens per step, split over 1-8 GPUs
+learning_rate = 1e-3  # small models tolerate (and want) higher rates than GPT-3's 6e-4
+max_iters = 10000
+lr_decay_iters = 10000
+warmup_iters = 300
+min_lr = 1e-4
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+
+dtype = 'bfloat16'
+compile = True

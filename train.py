@@ -1,0 +1,509 @@
+"""
+Train a GPT on the tokens prepare.py wrote, on one CPU, one GPU, or many GPUs.
+
+    python train.py                                    # the defaults below
+    python train.py config/train_tinystories_cpu.py    # a ~10 minute CPU run (make demo)
+    python train.py config/seed001.py --max_iters=2000 # a config file, then --key=value overrides
+    python train.py --out_dir=out --init_from=resume   # continue out/last.pt exactly where it stopped
+
+A resumed run restores weights, optimizer, grad scaler, iteration, RNG states and the data
+sampler, so its losses equal those of a run that was never interrupted. Ctrl-C or SIGTERM
+finishes the current step, writes out_dir/last.pt and exits cleanly (a second Ctrl-C stops at once).
+
+Data parallel (DDP) with torchrun: nccl on GPUs, gloo on CPUs. On one machine with 8 GPUs:
+    torchrun --standalone --nproc_per_node=8 train.py config/train_tinystories.py
+On two machines with 8 GPUs each, run this on both: --node_rank=0 on the machine at MASTER_IP (an
+address both can reach), --node_rank=1 on the other (without InfiniBand, also export NCCL_IB_DISABLE=1):
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --master_addr=MASTER_IP --master_port=29500 \
+        train.py config/train_tinystories.py
+Only global rank 0 writes checkpoints and logs; resuming reads out_dir/last.pt on every process,
+so across machines out_dir must be on a shared filesystem.
+
+batch_size is sequences per micro-step per process; gradient_accumulation_steps is the number of
+micro-steps per optimizer step summed over ALL processes (it must be divisible by their number).
+So the global batch (batch_size * gradient_accumulation_steps sequences) is a property of the
+config, not of the machine count, and a run on N processes sees exactly the data one process does.
+"""
+import json
+import math
+import os
+import random
+import signal
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import tokenizer
+from model import GPT, GPTConfig, peak_flops
+
+# -----------------------------------------------------------------------------
+# settings (defaults: a small Llama-style model on the prepared TinyStories data)
+# I/O
+out_dir = 'out'
+data_dir = 'data/tinystories'
+init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/last.pt)
+eval_interval = 500
+log_interval = 10
+eval_iters = 50  # batches per split per evaluation; the same fixed windows every time
+eval_only = False  # evaluate once and exit
+always_save_checkpoint = True  # write last.pt at every evaluation, not only at the end
+# wandb (imported only when enabled; WANDB_MODE=offline works)
+wandb_log = False
+wandb_project = 'tinystories-gpt'
+wandb_run_name = 'run'
+# data
+batch_size = 32  # sequences per micro-step, per process
+block_size = 256
+gradient_accumulation_steps = 4  # micro-steps per optimizer step, summed over all processes
+# model: GPTConfig fields (vocab_size comes from data_dir/meta.json)
+n_layer = 6
+n_head = 6
+n_kv_head = None  # None: n_head; fewer for grouped-query attention
+n_embd = 288
+mlp_hidden = None  # None: 4*n_embd, or 8/3*n_embd for the gated activations
+dropout = 0.0
+bias = False
+pos = 'rope'  # 'learned' | 'sinusoidal' | 'rope' | 'none'
+rope_theta = 10000.0
+norm = 'rmsnorm'  # 'layernorm' | 'rmsnorm' | 'none'
+norm_pos = 'pre'  # 'pre' | 'post'
+act = 'swiglu'  # 'gelu' | 'relu' | 'silu' | 'swiglu' | 'geglu'
+tie_weights = True
+label_smoothing = 0.0  # training loss only: evaluation reports plain cross-entropy
+# AdamW and the learning-rate schedule
+learning_rate = 1e-3  # the peak rate, reached at the end of warmup
+max_iters = 5000  # optimizer steps
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # max global gradient norm; 0 disables clipping
+lr_schedule = 'cosine'  # 'cosine' | 'vaswani' | 'constant' (see get_lr)
+warmup_iters = 200
+lr_decay_iters = 0  # cosine reaches min_lr here; 0 means max_iters
+min_lr = 1e-4
+# system
+backend = ''  # torch.distributed backend; '' picks nccl on CUDA, gloo on CPU
+device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
+    'float16' if torch.cuda.is_available() else 'float32')  # autocast dtype; float16 adds a GradScaler
+compile = torch.cuda.is_available()  # torch.compile the model
+seed = 1337
+# -----------------------------------------------------------------------------
+from configurator import configure  # noqa: E402
+
+config = configure(globals())
+
+if init_from not in ('scratch', 'resume'):
+    raise SystemExit(f"init_from={init_from!r} is not known; use 'scratch' or 'resume'")
+if lr_schedule not in ('cosine', 'vaswani', 'constant'):
+    raise SystemExit(f"lr_schedule={lr_schedule!r} is not known; use 'cosine', 'vaswani' or 'constant'")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    raise SystemExit(f"dtype={dtype!r} is not known; use 'float32', 'bfloat16' or 'float16'")
+if lr_schedule == 'vaswani' and warmup_iters < 1:
+    raise SystemExit("lr_schedule='vaswani' needs warmup_iters >= 1 (its peak is at the end of warmup)")
+for _name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
+    if globals()[_name] < 1:
+        raise SystemExit(f"{_name}={globals()[_name]} must be at least 1")
+if max_iters < 0 or warmup_iters < 0 or lr_decay_iters < 0:
+    raise SystemExit("max_iters, warmup_iters and lr_decay_iters must not be negative")
+
+# -----------------------------------------------------------------------------
+# processes and devices
+ddp = 'RANK' in os.environ  # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
+if device.startswith('cuda') and not torch.cuda.is_available():
+    raise SystemExit(f"device={device!r} but no CUDA GPU is visible; pass --device=cpu")
+if ddp:
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    if device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend or ('nccl' if device.startswith('cuda') else 'gloo'))
+else:
+    rank, local_rank, world_size = 0, 0, 1
+master = rank == 0  # the one process that prints, logs and writes checkpoints
+log = print if master else (lambda *args, **kwargs: None)
+if gradient_accumulation_steps % world_size:
+    raise SystemExit(f"gradient_accumulation_steps={gradient_accumulation_steps} is the global count and must be "
+                     f"divisible by the {world_size} processes; make it a multiple of {world_size}")
+accum_steps = gradient_accumulation_steps // world_size  # this process's micro-steps per optimizer step
+device_type = device.split(':')[0]  # for autocast and the optimizer
+
+# Per-rank seeds give each process its own dropout masks; DDP copies rank 0's initial weights to all.
+torch.manual_seed(seed + rank)
+np.random.seed(seed + rank)
+random.seed(seed + rank)
+if device_type == 'cuda':
+    # TF32 matmuls: ~fp32 accuracy for training at several times the speed on Ampere and later.
+    if hasattr(torch.backends, 'fp32_precision'):  # the torch >= 2.9 spelling
+        torch.backends.cuda.matmul.fp32_precision = 'tf32'
+        torch.backends.cudnn.conv.fp32_precision = 'tf32'
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+
+# -----------------------------------------------------------------------------
+# resume: the checkpoint fixes the architecture, block_size included, so read it before the data
+ckpt = None
+ARCH_KEYS = [k for k in GPTConfig().to_dict() if k not in ('vocab_size', 'dropout', 'label_smoothing')]
+if init_from == 'resume':
+    ckpt_path = os.path.join(out_dir, 'last.pt')
+    if not os.path.exists(ckpt_path):
+        raise SystemExit(f"init_from='resume' but {ckpt_path} does not exist; point --out_dir at an earlier run "
+                         f"or start one with --init_from=scratch")
+    try:  # weights_only: a checkpoint is data and can never run code
+        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        needed = ('model', 'model_args', 'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'tokenizer', 'rng',
+                  'sampler')
+        if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
+            raise ValueError('training state missing')
+    except Exception as e:
+        raise SystemExit(f"cannot resume from {ckpt_path} ({type(e).__name__}: {' '.join(str(e).split())[:100]}); "
+                         f"it is damaged or not a train.py checkpoint: start over with --init_from=scratch")
+    changed = [f'{k}={ckpt["model_args"][k]!r}' for k in ARCH_KEYS if ckpt['model_args'][k] != globals()[k]]
+    for k in ARCH_KEYS:  # dropout and label_smoothing stay settable: they shape training, not the weights
+        globals()[k] = config[k] = ckpt['model_args'][k]
+    if changed:
+        log(f"resume: the architecture comes from the checkpoint ({', '.join(changed)})")
+
+# -----------------------------------------------------------------------------
+# data: flat token files memory-mapped (the OS pages in only the windows we read)
+meta_path = os.path.join(data_dir, 'meta.json')
+if not os.path.exists(meta_path):
+    raise SystemExit(f"no prepared data in {data_dir} ({meta_path} is missing); run "
+                     f"python prepare.py --out_dir={data_dir} first, or pass --data_dir")
+try:
+    with open(meta_path) as f:
+        meta = json.load(f)
+    vocab_size, token_dtype = int(meta['vocab_size']), np.dtype(meta['dtype'])
+    split_meta = {s: meta['splits'][s] for s in ('train', 'val')}
+except (ValueError, KeyError, TypeError) as e:
+    raise SystemExit(f"{meta_path} is damaged ({type(e).__name__}: {e}); rerun prepare.py --out_dir={data_dir}")
+
+
+def open_split(split):
+    path = os.path.join(data_dir, f'{split}.bin')
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} is missing; rerun python prepare.py --out_dir={data_dir}")
+    n, rest = divmod(os.path.getsize(path), token_dtype.itemsize)
+    if rest or n != split_meta[split]['tokens']:
+        raise SystemExit(f"{path} holds {os.path.getsize(path)} bytes, not the {split_meta[split]['tokens']} "
+                         f"{token_dtype} tokens meta.json describes; rerun prepare.py --out_dir={data_dir}")
+    if n <= block_size:  # a window needs block_size inputs plus one target
+        raise SystemExit(f"{path} has {n} tokens, too few for block_size={block_size}; "
+                         f"use --block_size={max(n - 1, 1)} or less, or prepare more data")
+    # One memmap for the whole run: its pages are clean file cache the OS reclaims at will.
+    return np.memmap(path, dtype=token_dtype, mode='r')
+
+
+train_data, val_data = open_split('train'), open_split('val')
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+
+
+def get_batch(data, offsets):
+    """Windows starting at offsets -> inputs and next-token targets, (B, block_size) int64 each."""
+    offsets = offsets.tolist()
+    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in offsets]).astype(np.int64))
+    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in offsets]).astype(np.int64))
+    if device_type == 'cuda':  # pinned memory makes the copy asynchronous: it overlaps the GPU's work
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+# Training windows: one generator with the same seed on every process draws the whole global batch
+# each step, and each process takes its own rows, so processes never share a window and the data
+# order does not depend on how many there are. Its state goes into checkpoints.
+sampler = torch.Generator().manual_seed(seed)
+# Evaluation windows are drawn once, from a fixed seed: every evaluation (and every run on the same
+# data, whatever its seed) scores the same text, so the numbers are comparable, not noisy.
+EVAL_SEED = 0
+eval_offsets = {split: torch.randint(len(data) - block_size, (eval_iters, batch_size),
+                                     generator=torch.Generator().manual_seed(EVAL_SEED))
+                for split, data in (('train', train_data), ('val', val_data))}
+
+# -----------------------------------------------------------------------------
+# model, optimizer, grad scaler
+model_args = dict(vocab_size=vocab_size, dropout=dropout, label_smoothing=label_smoothing,
+                  **{k: globals()[k] for k in ARCH_KEYS})
+if ckpt is not None and ckpt['model_args']['vocab_size'] != vocab_size:
+    raise SystemExit(f"vocabulary mismatch: {data_dir} was prepared with vocab_size={vocab_size} but the model in "
+                     f"{out_dir}/last.pt has {ckpt['model_args']['vocab_size']}; resume on the data it was trained on "
+                     f"or start over with --init_from=scratch")
+tok_state = tokenizer.state_from_dir(data_dir)
+if ckpt is not None and ckpt['tokenizer'] != tok_state:
+    raise SystemExit(f"tokenizer mismatch: {data_dir} was tokenized differently from the data the model in "
+                     f"{out_dir}/last.pt was trained on; resume on that data or start over with --init_from=scratch")
+gptconf = GPTConfig.from_dict(model_args)
+model = GPT(gptconf)
+if ckpt is not None:
+    model.load_state_dict(ckpt['model'])
+model.to(device)
+raw_model = model  # the plain module: its state_dict has no '_orig_mod.' or 'module.' prefixes
+optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))  # fp16 gradients underflow without it
+iter_num, best_val_loss = 0, float('inf')
+if ckpt is not None:
+    optimizer.load_state_dict(ckpt['optimizer'])
+    if ckpt['scaler'] is not None and scaler.is_enabled():
+        scaler.load_state_dict(ckpt['scaler'])
+    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    sampler.set_state(ckpt['sampler']['train'])
+start_iter = iter_num
+if compile:
+    log('compiling the model (takes a minute)...')
+    model = torch.compile(model)
+eval_model = model  # evaluation runs outside DDP: nothing to synchronise
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+
+# -----------------------------------------------------------------------------
+# learning-rate schedule
+
+
+def get_lr(step):
+    """Learning rate for optimizer step number `step` (1-based)."""
+    if lr_schedule == 'vaswani':
+        # Vaswani et al. 2017, eq. 3: d_model^-0.5 * min(step^-0.5, step * warmup^-1.5). We drop the
+        # d_model^-0.5 factor and normalise so the peak (at step == warmup_iters) equals learning_rate:
+        # linear warmup, then decay as 1/sqrt(step). For the paper's d_model=512, warmup=4000: 7.0e-4.
+        return learning_rate * min(math.sqrt(warmup_iters / step), step / warmup_iters)
+    if step <= warmup_iters:  # linear warmup: Adam's early moment estimates are noisy
+        return learning_rate * step / warmup_iters
+    decay_iters = lr_decay_iters or max_iters
+    if lr_schedule == 'constant':
+        return learning_rate
+    if step >= decay_iters:
+        return min_lr
+    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)  # cosine (SGDR)
+
+
+# -----------------------------------------------------------------------------
+# evaluation, checkpoints, logging
+val_bytes_per_token = split_meta['val']['bytes'] / split_meta['val']['tokens']
+
+
+@torch.no_grad()
+def evaluate():
+    """Mean cross-entropy on the fixed train and val windows (split across processes)."""
+    eval_model.eval()
+    out = {}
+    for split, data in (('train', train_data), ('val', val_data)):
+        total = torch.zeros(2, device=device)  # sum of batch losses, number of batches
+        for k in range(rank, eval_iters, world_size):
+            X, Y = get_batch(data, eval_offsets[split][k])
+            with ctx:
+                _, loss = eval_model(X, Y)  # in eval mode: plain cross-entropy, no label smoothing
+            total[0] += loss.float()
+            total[1] += 1
+        if ddp:
+            dist.all_reduce(total)
+        out[split] = (total[0] / total[1]).item()
+    eval_model.train()
+    return out
+
+
+def rng_states():
+    """Every process's RNG states (collective under DDP); lists indexed by rank."""
+    np_state = np.random.get_state()
+    mine = {'python': random.getstate(),
+            'numpy': (np_state[0], np_state[1].tolist(), *np_state[2:]),  # plain values: weights_only loads them
+            'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
+    everyone = [mine]
+    if ddp:
+        everyone = [None] * world_size
+        dist.all_gather_object(everyone, mine)
+    return {k: [s[k] for s in everyone] for k in mine}
+
+
+def restore_rng(states):
+    if len(states['torch']) != world_size:
+        log(f"resume: the checkpoint was written by {len(states['torch'])} processes, this run has {world_size}; "
+            f"the data order is unaffected, dropout masks differ from an uninterrupted run")
+    if rank >= len(states['torch']):
+        return  # keep this process's fresh seed
+    random.setstate(states['python'][rank])
+    name, keys, *rest = states['numpy'][rank]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(states['torch'][rank])
+    if device_type == 'cuda' and states['cuda'][rank] is not None:
+        torch.cuda.set_rng_state(states['cuda'][rank])
+
+
+saved_iter = iter_num if ckpt is not None else None  # the iteration last.pt holds
+
+
+def save_checkpoint(names):
+    """Write the full training state to out_dir/<name> for each name, atomically (all processes call)."""
+    global saved_iter
+    rng = rng_states()
+    if 'last.pt' in names:
+        saved_iter = iter_num  # on every process: they must agree on whether a final save is due
+    if not master:
+        return
+    state = {'model': raw_model.state_dict(), 'model_args': gptconf.to_dict(), 'optimizer': optimizer.state_dict(),
+             'scaler': scaler.state_dict() if scaler.is_enabled() else None, 'iter_num': iter_num,
+             'best_val_loss': best_val_loss, 'config': config, 'tokenizer': tok_state, 'meta': meta, 'rng': rng,
+             'sampler': {'train': sampler.get_state(), 'seed': seed}, 'version': 1}
+    for name in names:
+        path = os.path.join(out_dir, name)
+        with open(path + '.tmp', 'wb') as f:  # a crash mid-write leaves the previous file intact
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + '.tmp', path)
+
+
+metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+if master and not eval_only:  # eval_only prints and leaves out_dir alone
+    os.makedirs(out_dir, exist_ok=True)
+    kept = []
+    if ckpt is not None and os.path.exists(metrics_path):  # drop records a crash left after the checkpoint
+        with open(metrics_path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line)['iter'] <= iter_num]
+    with open(metrics_path + '.tmp', 'w') as f:
+        f.writelines(kept)
+    os.replace(metrics_path + '.tmp', metrics_path)
+    metrics_file = open(metrics_path, 'a', buffering=1)  # line-buffered: plots can follow a live run
+    if wandb_log:
+        import wandb
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=out_dir)
+
+
+def record(rec):
+    metrics_file.write(json.dumps(rec) + '\n')
+    if wandb_log:
+        wandb.log({f"{rec['kind']}/{k}": v for k, v in rec.items() if k not in ('kind', 'iter')}, step=rec['iter'])
+
+
+flops_per_token = raw_model.flops_per_token()  # for MFU: model FLOPs achieved / the device's peak
+peak, peak_label = 1.0, ''
+if master:
+    with torch.random.fork_rng(devices=[]):  # a measuring matmul must not shift the run's random numbers
+        peak, peak_label = peak_flops(device_type, dtype)
+log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {tokens_per_iter:,} tokens per step "
+    f"({world_size} process{'es' if world_size > 1 else ''} x {accum_steps} micro-steps x {batch_size} x {block_size}) "
+    f"| {device} {dtype} | peak {peak / 1e12:.2f} TFLOP/s ({peak_label})")
+if ckpt is not None:
+    restore_rng(ckpt['rng'])  # last: building the model above consumed random numbers
+    log(f"resumed from {out_dir}/last.pt at iteration {iter_num}")
+    del ckpt
+
+stop_signal = None
+
+
+def on_signal(signum, frame):
+    global stop_signal
+    if stop_signal is not None:  # asked twice: stop now, without a checkpoint
+        raise KeyboardInterrupt
+    stop_signal = signum
+    log(f"\n{signal.Signals(signum).name}: finishing this step, then saving {out_dir}/last.pt")
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+
+
+# -----------------------------------------------------------------------------
+# training loop: each pass evaluates when due, then takes one optimizer step
+t_log, iters_since_log, sec_per_iter = time.time(), 0, None
+while True:
+    due = iter_num % eval_interval == 0 or iter_num == max_iters
+    if eval_only or (due and not (iter_num == start_iter and start_iter > 0)):  # a resume point is already scored
+        losses = evaluate()
+        val_loss = losses['val']
+        bpb = val_loss / math.log(2) / val_bytes_per_token  # nats/token -> bits/byte
+        ppl = math.exp(val_loss) if val_loss < 700 else float('inf')
+        log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {val_loss:.4f}, "
+            f"val ppl {ppl:.2f}, val bpb {bpb:.4f}")
+        if master and not eval_only:
+            record({'kind': 'eval', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter,
+                    'train_loss': losses['train'], 'val_loss': val_loss, 'val_ppl': ppl, 'val_bpb': bpb})
+        if eval_only:
+            break
+        if iter_num > 0:
+            names = ['last.pt'] if always_save_checkpoint else []
+            if val_loss < best_val_loss:
+                best_val_loss = val_loss
+                names.append('best.pt')
+            if names:
+                save_checkpoint(names)
+                log(f"saved {' and '.join(names)} to {out_dir}")
+        t_log, iters_since_log = time.time(), 0  # keep evaluation out of the step timings
+    if iter_num >= max_iters:
+        break
+
+    # one optimizer step over the global batch
+    lr = get_lr(iter_num + 1)
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    offsets = torch.randint(len(train_data) - block_size, (gradient_accumulation_steps, batch_size), generator=sampler)
+    offsets = offsets[rank * accum_steps:(rank + 1) * accum_steps]  # this process's rows of the global batch
+    X, Y = get_batch(train_data, offsets[0])
+    loss_sum = torch.zeros((), device=device)
+    for micro_step in range(accum_steps):
+        last_micro = micro_step == accum_steps - 1
+        # DDP all-reduces gradients in backward: only worth doing once they are fully accumulated
+        with model.no_sync() if ddp and not last_micro else nullcontext():
+            with ctx:
+                _, loss = model(X, Y)
+                loss = loss / accum_steps  # the mean over micro-steps, not the sum
+            if not last_micro:
+                X, Y = get_batch(train_data, offsets[micro_step + 1])  # read ahead while the device computes
+            scaler.scale(loss).backward()
+        loss_sum += loss.detach().float()
+    # one small exchange per step: the global mean loss, and whether any process was asked to stop
+    status = torch.stack([loss_sum, torch.tensor(float(stop_signal is not None), device=device)])
+    if ddp:
+        dist.all_reduce(status)
+    loss_value, stop = status.tolist()
+    loss_value, stop = loss_value / world_size, stop > 0
+    if not math.isfinite(loss_value):
+        raise SystemExit(f"step {iter_num + 1}: the loss is {loss_value}; stopped before the update, "
+                         + (f"{out_dir}/last.pt still holds iteration {saved_iter}" if saved_iter is not None
+                            else "no checkpoint was written") +
+                         " - lower --learning_rate, raise --warmup_iters or set --grad_clip")
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    scaler.step(optimizer)  # with fp16, skips the step if the gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    iter_num += 1
+    iters_since_log += 1
+
+    if iter_num % log_interval == 0 or iter_num == max_iters or stop:
+        now = time.time()
+        dt = (now - t_log) / iters_since_log
+        t_log, iters_since_log = now, 0
+        if iter_num - start_iter > log_interval:  # the first interval holds compilation and warm-up
+            sec_per_iter = dt if sec_per_iter is None else 0.9 * sec_per_iter + 0.1 * dt
+        tok_s = tokens_per_iter / dt
+        if master:
+            mfu = flops_per_token * tok_s / (peak * world_size)
+            eta = f", eta {time.strftime('%H:%M:%S', time.gmtime((max_iters - iter_num) * sec_per_iter))}" \
+                if sec_per_iter else ''
+            print(f"iter {iter_num}/{max_iters}: loss {loss_value:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
+                  f"{tok_s:,.0f} tok/s, mfu {mfu * 100:.2f}%{eta}", flush=True)
+            record({'kind': 'train', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'loss': loss_value,
+                    'lr': lr, 'ms': dt * 1000, 'tok_s': tok_s, 'mfu': mfu})
+    if stop:
+        save_checkpoint(['last.pt'])
+        log(f"stopped at iteration {iter_num}; saved {out_dir}/last.pt (continue with --init_from=resume)")
+        break
+
+if not eval_only and saved_iter != iter_num:
+    save_checkpoint(['last.pt'])
+    log(f"saved last.pt to {out_dir}")
+if master and not eval_only:
+    metrics_file.close()
+    if wandb_log:
+        wandb.finish()
+if ddp:
+    dist.destroy_process_group()
