@@ -1,0 +1,323 @@
+"""
+How fast does a model train and sample on this machine?
+
+Times full training iterations (forward, backward, clipping, AdamW: what train.py does) and reports
+tokens/s, ms/iter, model FLOPs utilisation against the device's own peak, and peak memory; then
+times greedy generation of `sample_tokens` new tokens with and without the KV cache. Prints a table
+and writes the figures as JSON (bench.json) for plots and comparisons across commits.
+
+    python bench.py                                          # default model, random tokens
+    python bench.py config/train_tinystories.py --compile=True  # that config's model, batch and dtype
+    python bench.py config/train_tinystories_cpu.py --data=data/tinystories-demo  # and its real tokens and vocab
+    python bench.py --n_layer=12 --n_head=12 --n_embd=768 --vocab_size=50304 --batch_size=2
+    python bench.py --data=data/tinystories --profile=trace.json   # real tokens (train.bin), profiler trace
+
+Settings use train.py's names, so any train config works (its other keys, like out_dir, are ignored).
+"""
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import fields
+
+import numpy as np
+import torch
+
+from configurator import configure
+from model import GPT, GPTConfig, peak_flops
+
+# -----------------------------------------------------------------------------
+# what to measure
+steps = 20               # timed training iterations
+warmup_steps = 5         # untimed iterations first: torch.compile, allocator growth and kernel choice happen here
+data = ''                # '' = random tokens (pure compute); or a .bin from prepare.py (or its folder: train.bin)
+vocab_size = 8192        # for random tokens; with --data, meta.json's vocab_size is used
+sample_tokens = 256      # new tokens per generation in the sampling benchmark (batch 1); 0 skips it
+profile = ''             # write a torch.profiler Chrome trace of 3 extra steps here ('' = off; .json or .json.gz)
+json_out = 'bench.json'  # where the figures go ('' = print only)
+# model and batch: train.py's setting names
+batch_size = 16
+block_size = 256
+gradient_accumulation_steps = 1
+n_layer = 6
+n_head = 6
+n_kv_head = None
+n_embd = 288
+mlp_hidden = None
+dropout = 0.0
+bias = False
+pos = 'rope'
+rope_theta = 10000.0
+norm = 'rmsnorm'
+norm_pos = 'pre'
+act = 'swiglu'
+tie_weights = True
+label_smoothing = 0.0
+# optimizer: its values don't change the cost, but AdamW and gradient clipping are part of a real step
+learning_rate = 6e-4
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+# system
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
+    'float16' if torch.cuda.is_available() else 'float32')  # as train.py: autocast dtype, float16 adds a GradScaler
+compile = torch.cuda.is_available()  # on a CPU, compiling costs a minute and gains little for small models
+seed = 1337
+# -----------------------------------------------------------------------------
+config = configure(globals(), strict_files=False)
+
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    raise SystemExit(f"dtype={dtype!r} is not supported; use float32, bfloat16 or float16")
+for name in ('steps', 'batch_size', 'block_size', 'gradient_accumulation_steps', 'vocab_size'):
+    if config[name] < 1:
+        raise SystemExit(f"{name}={config[name]} must be at least 1; pass a positive --{name}")
+for name in ('warmup_steps', 'sample_tokens'):
+    if config[name] < 0:
+        raise SystemExit(f"{name}={config[name]} must not be negative; pass --{name}=0 or more")
+device_type = device.split(':')[0]
+if device_type == 'cuda' and not torch.cuda.is_available():
+    raise SystemExit(f"device={device!r} but no CUDA GPU is visible; pass --device=cpu")
+if device_type == 'mps' and not torch.backends.mps.is_available():
+    raise SystemExit(f"device={device!r} but MPS is not available; pass --device=cpu")
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+torch.manual_seed(seed)
+if device_type == 'cuda':
+    # TF32 matmuls for float32, as train.py does; bf16/fp16 runs are unaffected
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def sync():
+    """Wait for queued GPU work: CUDA calls return before the kernels finish, so timings need this."""
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+    elif device_type == 'mps':
+        torch.mps.synchronize()
+
+
+def rss_bytes():
+    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+
+
+def device_name():
+    if device_type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+        return f'{names[0]} ({len(names)} cores)'
+    except (OSError, IndexError):
+        return platform.processor() or platform.machine()
+
+
+def git_commit():
+    """The commit being measured ('-dirty' if the tree has changes), so JSON files compare across commits."""
+    try:
+        p = subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=12'], capture_output=True,
+                           text=True, cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+        return p.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def si(x, unit=''):
+    """12345678 -> '12.3M': short human-readable numbers for the table."""
+    for scale, prefix in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+        if abs(x) >= scale:
+            return f'{x / scale:.3g} {prefix}{unit}'
+    return f'{x:.3g} {unit}'
+
+
+def progress(msg):
+    """A live status line on a terminal; nothing in logs, where carriage returns would make a mess."""
+    if sys.stdout.isatty():
+        print(msg + ' ' * 10, end='\r', flush=True)
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + '.tmp', path)
+
+
+base_rss = rss_bytes()  # Python + torch before any model: subtract it to see what the model itself costs
+
+# data: real tokens exercise the loader too; random ones time pure compute
+start_id = 0  # the token generation starts from
+if data and os.path.isdir(data):
+    data = os.path.join(data, 'train.bin')  # a data_dir, as train.py takes: its training split
+if data:
+    if not os.path.isfile(data):
+        raise SystemExit(f"--data={data} is not a file; pass a train.bin/val.bin written by prepare.py, or --data='' for random tokens")
+    meta_path = os.path.join(os.path.dirname(data), 'meta.json')
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        vocab_size, token_dtype = int(meta['vocab_size']), np.dtype(meta['dtype'])
+        if token_dtype not in (np.uint16, np.uint32):
+            raise ValueError(token_dtype)
+        start_id = int(meta.get('eot_id') or 0)  # every story starts after <|endoftext|>
+    except OSError:
+        raise SystemExit(f"{meta_path} not found; --data needs the meta.json that prepare.py writes beside the .bin")
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"{meta_path} is not a valid meta.json (needs vocab_size and dtype uint16/uint32); re-run prepare.py")
+    if os.path.getsize(data) % token_dtype.itemsize:
+        raise SystemExit(f"{data} is not a whole number of {token_dtype} tokens; it is truncated or not from prepare.py, re-run it")
+    tokens = np.memmap(data, dtype=token_dtype, mode='r')
+    if len(tokens) <= block_size:
+        raise SystemExit(f"{data} holds {len(tokens)} tokens, too few for block_size={block_size}; use a bigger file or a smaller --block_size")
+    data_rng = np.random.default_rng(seed)
+else:
+    xy = torch.randint(vocab_size, (batch_size, block_size + 1), generator=torch.Generator().manual_seed(seed))
+    fixed_batch = xy[:, :-1].contiguous().to(device), xy[:, 1:].contiguous().to(device)
+
+
+def get_batch():
+    if not data:
+        return fixed_batch
+    ix = data_rng.integers(0, len(tokens) - block_size, size=batch_size)
+    xy = torch.from_numpy(np.stack([tokens[i:i + block_size + 1] for i in ix]).astype(np.int64))
+    x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()  # as a loader hands them over
+    if device_type == 'cuda':  # pinned memory lets the copy overlap with compute, as in train.py
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+# model and optimizer, built exactly as train.py builds them
+model_args = {f.name: config[f.name] for f in fields(GPTConfig) if f.name in config}
+model_args['vocab_size'] = vocab_size
+gptconf = GPTConfig(**model_args)
+model = GPT(gptconf).to(device)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))  # fp16 needs loss scaling
+train_model = torch.compile(model) if compile else model
+n_params, n_params_ne = model.num_params(), model.num_params(non_embedding=True)
+print(f"model: {n_layer}L/{n_head}h/{n_embd}d {pos}/{norm}/{act}, vocab {vocab_size}, block {block_size}, "
+      f"{n_params / 1e6:.2f}M params ({n_params_ne / 1e6:.2f}M non-embedding)")
+print(f"device: {device} ({device_name()}), {dtype}, compile={compile}, torch {torch.__version__}, "
+      f"{torch.get_num_threads()} threads, data: {data or 'random tokens'}")
+
+
+def train_step():
+    for _ in range(gradient_accumulation_steps):
+        x, y = get_batch()
+        with ctx:
+            _, loss = train_model(x, y)
+        scaler.scale(loss / gradient_accumulation_steps).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+# training benchmark
+model.train()
+t0 = time.perf_counter()
+for i in range(warmup_steps):
+    train_step()
+    sync()
+    progress(f"warm-up {i + 1}/{warmup_steps}: {time.perf_counter() - t0:.1f}s")
+warmup_s = time.perf_counter() - t0
+if device_type == 'cuda':
+    torch.cuda.reset_peak_memory_stats()  # the steady state, not compile-time autotuning
+step_ms, losses = [], []
+for i in range(steps):
+    t = time.perf_counter()
+    loss = train_step()
+    sync()
+    step_ms.append((time.perf_counter() - t) * 1000)
+    losses.append(loss.item())  # after the clock stops: it would sync early on a GPU
+    progress(f"step {i + 1}/{steps}: {step_ms[-1]:.1f} ms, loss {losses[-1]:.3f}")
+progress(' ' * 40)
+if device_type == 'cuda':
+    peak_mem, mem_kind = torch.cuda.max_memory_allocated(device), 'CUDA max allocated'
+else:  # read before peak_flops below: its CPU measurement allocates big matrices of its own
+    peak_mem, mem_kind = rss_bytes(), 'process peak RSS'
+tokens_per_iter = batch_size * block_size * gradient_accumulation_steps
+tok_s = tokens_per_iter * steps / (sum(step_ms) / 1000)
+flops_per_token = model.flops_per_token()
+peak, peak_label = peak_flops(device_type, dtype)  # a table for known GPUs, else a matmul timed now
+mfu = tok_s * flops_per_token / peak
+train = dict(batch_size=batch_size, block_size=block_size, gradient_accumulation_steps=gradient_accumulation_steps,
+             tokens_per_iter=tokens_per_iter, steps=steps, warmup_steps=warmup_steps, warmup_s=warmup_s,
+             ms_per_iter=sum(step_ms) / steps, ms_per_iter_median=float(np.median(step_ms)),
+             ms_per_iter_min=min(step_ms), ms_per_iter_max=max(step_ms),
+             tokens_per_s=tok_s, flops_per_token=flops_per_token, achieved_flops=tok_s * flops_per_token,
+             peak_flops=peak, peak_flops_label=peak_label, mfu=mfu, peak_mem_bytes=peak_mem,
+             peak_mem_kind=mem_kind, base_mem_bytes=None if device_type == 'cuda' else base_rss,
+             loss_first=losses[0], loss_last=losses[-1], step_ms=step_ms)
+
+# profiler: a few more steps, kept apart from the timed ones since tracing slows them down
+if profile:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device_type == 'cuda':
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(3):
+            train_step()
+            sync()
+    sort_key = 'self_cuda_time_total' if device_type == 'cuda' else 'self_cpu_time_total'
+    print(prof.key_averages().table(sort_by=sort_key, row_limit=15))
+    folder, name = os.path.split(os.path.abspath(profile))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, '.tmp-' + name)  # keeps the suffix: export gzips a '.json.gz' name
+    prof.export_chrome_trace(tmp)
+    os.replace(tmp, profile)
+    print(f"profiler trace: {profile} (open in https://ui.perfetto.dev or chrome://tracing)")
+
+# sampling benchmark: greedy so both paths must produce the same tokens, which checks the cache too.
+# It uses the uncompiled model: torch.compile here wraps only the training forward.
+sample = None
+if sample_tokens:
+    model.eval()
+    prompt = torch.full((1, 1), start_id, dtype=torch.long, device=device)
+
+    def time_generate(use_cache):
+        with torch.no_grad(), ctx:
+            model.generate(prompt, min(8, sample_tokens), temperature=0.0, use_cache=use_cache)  # warm-up
+            sync()
+            t = time.perf_counter()
+            out = model.generate(prompt, sample_tokens, temperature=0.0, use_cache=use_cache)
+            sync()
+        return out, sample_tokens / (time.perf_counter() - t)
+
+    cached, cached_tok_s = time_generate(True)
+    uncached, uncached_tok_s = time_generate(False)
+    sample = dict(new_tokens=sample_tokens, batch_size=1, prompt_tokens=1, cached_tokens_per_s=cached_tok_s,
+                  uncached_tokens_per_s=uncached_tok_s, speedup=cached_tok_s / uncached_tok_s,
+                  same_tokens=bool(torch.equal(cached, uncached)))
+
+# the table
+print(f"train   batch {batch_size}x{block_size}" + (f" x{gradient_accumulation_steps} accumulation" if gradient_accumulation_steps > 1 else '')
+      + f", {steps} timed steps after {warmup_steps} warm-up ({warmup_s:.1f}s)")
+print(f"  tokens/s      {tok_s:,.0f}")
+print(f"  ms/iter       {train['ms_per_iter']:.1f}  (median {train['ms_per_iter_median']:.1f}, min {min(step_ms):.1f}, max {max(step_ms):.1f})")
+print(f"  MFU           {mfu * 100:.1f}%  ({si(tok_s * flops_per_token, 'FLOP/s')} of a peak of {si(peak, 'FLOP/s')}: {peak_label})")
+print(f"  peak memory   {si(peak_mem, 'B')}  ({mem_kind}" + (f"; {si(base_rss, 'B')} before the model)" if device_type != 'cuda' else ')'))
+if sample:
+    print(f"sample  {sample_tokens} new tokens, batch 1, greedy")
+    print(f"  KV cache      {cached_tok_s:,.1f} tokens/s")
+    print(f"  no cache      {uncached_tok_s:,.1f} tokens/s  (cache {sample['speedup']:.1f}x faster; "
+          f"same tokens: {'yes' if sample['same_tokens'] else 'no'})")
+
+result = dict(version=1, time=time.strftime('%Y-%m-%dT%H:%M:%S%z'), commit=git_commit(), device=device,
+              device_name=device_name(), dtype=dtype, compile=compile, torch=torch.__version__,
+              threads=torch.get_num_threads(), data=data or None, config=config, model_args=gptconf.to_dict(),
+              params=n_params, params_non_embedding=n_params_ne, train=train, sample=sample, profile=profile or None)
+if device_type == 'cuda':
+    result['flash_sdp_enabled'] = torch.backends.cuda.flash_sdp_enabled()
+if json_out:
+    write_json(json_out, result)
+    print(f"wrote {json_out}")
