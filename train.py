@@ -138,12 +138,7 @@ np.random.seed(seed + rank)
 random.seed(seed + rank)
 if device_type == 'cuda':
     # TF32 matmuls: ~fp32 accuracy for training at several times the speed on Ampere and later.
-    if hasattr(torch.backends, 'fp32_precision'):  # the torch >= 2.9 spelling
-        torch.backends.cuda.matmul.fp32_precision = 'tf32'
-        torch.backends.cudnn.conv.fp32_precision = 'tf32'
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision('high')
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 
