@@ -571,7 +571,7 @@ def peak_flops(device_type, dtype):
                 flops = {'bfloat16': bf16, 'float16': fp16, 'float32': tf32 if tf32_on else fp32}.get(dtype)
                 if flops:
                     return flops, f'{name} {dtype}{" (tf32)" if dtype == "float32" and tf32_on else ""} datasheet peak'
-    return _measured_flops(device_type, dtype), f'measured ({device_type} {dtype} matmul)'
+    return _measured_flops(device_type, dtype), f'measured by a {device_type} {dtype} matmul'
 
 
 @lru_cache(maxsize=None)

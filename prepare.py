@@ -58,7 +58,7 @@ seed = 1337               # for the val_fraction carve-out
 _FORMATS = {'.txt': 'txt', '.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}  # extension -> reader
 _BATCH_CHARS = 1 << 20     # text per encoding job: large enough to amortise inter-process traffic
 _HINT = ('--source=../shared/data/tinystories/train-v1-head.txt '
-         '--val_source=../shared/data/tinystories/validation-head.txt (local files)')
+         '--val_source=../shared/data/tinystories/validation-head.txt (local files; or set TINYSTORIES_SOURCE)')
 
 
 # Invalid UTF-8 in .txt files: replaced by U+FFFD like errors='replace', but counted so the user hears of it.
