@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import GPT, GPTConfig, peak_flops
+from model import GPT, GPTConfig, check_device, peak_flops
 
 # -----------------------------------------------------------------------------
 # what to measure
@@ -80,11 +80,7 @@ for name in ('steps', 'batch_size', 'block_size', 'gradient_accumulation_steps',
 for name in ('warmup_steps', 'sample_tokens'):
     if config[name] < 0:
         raise SystemExit(f"{name}={config[name]} must not be negative; pass --{name}=0 or more")
-device_type = device.split(':')[0]
-if device_type == 'cuda' and not torch.cuda.is_available():
-    raise SystemExit(f"device={device!r} but no CUDA GPU is visible; pass --device=cpu")
-if device_type == 'mps' and not torch.backends.mps.is_available():
-    raise SystemExit(f"device={device!r} but MPS is not available; pass --device=cpu")
+device_type = check_device(device)  # one-line exit for an unusable device
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)

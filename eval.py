@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 import tokenizer
 from configurator import configure
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, check_device
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -108,12 +108,7 @@ if __name__ == '__main__':
 
     if dtype not in ('float32', 'bfloat16', 'float16'):
         raise SystemExit(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-    try:
-        device_type = torch.device(device).type
-    except RuntimeError:
-        raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...")
-    if device_type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit("device 'cuda' asked for but torch sees no GPU; use --device=cpu")
+    device_type = check_device(device)  # one-line exit for an unusable device
     if batch_size < 1:
         raise SystemExit(f"batch_size must be >= 1, got {batch_size}")
     path = checkpoint_path(out_dir, ckpt)

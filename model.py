@@ -528,6 +528,19 @@ class GPT(nn.Module):
         return model.to(device).eval(), ckpt
 
 
+def check_device(device):
+    """'cpu', 'cuda', 'cuda:1', 'mps', ... -> its type, e.g. 'cuda'; a one-line exit if torch cannot use it."""
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...") from None
+    if device_type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f"device {device!r} asked for but torch sees no GPU; use --device=cpu")
+    if device_type == 'mps' and not torch.backends.mps.is_available():
+        raise SystemExit(f"device {device!r} asked for but MPS is not available; use --device=cpu")
+    return device_type
+
+
 def _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p):
     for broken, message in (
             (idx.dim() != 2 or idx.size(1) == 0,

@@ -33,7 +33,7 @@ import torch
 import tokenizer
 from configurator import configure
 from eval import checkpoint_path, evaluate
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, check_device
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -61,12 +61,7 @@ if not (temperature > 0 and top_k >= 1 and 0 < top_p <= 1 and max_new_tokens >= 
 if eval_tokens < 0 or eval_stride < 0 or eval_batch_size < 1:
     raise SystemExit(f"need eval_tokens >= 0, eval_stride >= 0, eval_batch_size >= 1; "
                      f"got {eval_tokens}, {eval_stride}, {eval_batch_size}")
-try:
-    device_type = torch.device(device).type
-except RuntimeError:
-    raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...")
-if device_type == 'cuda' and not torch.cuda.is_available():
-    raise SystemExit("device 'cuda' asked for but torch sees no GPU; use --device=cpu")
+device_type = check_device(device)  # one-line exit for an unusable device
 if not prompt.strip():
     raise SystemExit("prompt is empty; pass --prompt=<text> (it labels the attention heatmaps and starts the samples)")
 

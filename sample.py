@@ -29,7 +29,7 @@ from contextlib import nullcontext
 import torch
 
 import tokenizer
-from model import GPT
+from model import GPT, check_device
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -72,12 +72,7 @@ if start and not start.strip():
     raise SystemExit("the prompt is only whitespace; pass some text, or --start='' for a fresh story")
 if dtype not in ('float32', 'bfloat16', 'float16'):
     raise SystemExit(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-try:
-    device_type = torch.device(device).type
-except RuntimeError:
-    raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...")
-if device_type == 'cuda' and not torch.cuda.is_available():
-    raise SystemExit("device 'cuda' asked for but torch sees no GPU; use --device=cpu")
+device_type = check_device(device)  # one-line exit for an unusable device
 if beam_width > 1 and num_samples > 1:
     print(f"beam search is deterministic: printing 1 story per prompt, not {num_samples}", file=sys.stderr)
     num_samples = 1

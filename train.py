@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import tokenizer
-from model import GPT, GPTConfig, peak_flops
+from model import GPT, GPTConfig, check_device, peak_flops
 
 # -----------------------------------------------------------------------------
 # settings (defaults: a small Llama-style model on the prepared TinyStories data)
@@ -114,8 +114,7 @@ if max_iters < 0 or warmup_iters < 0 or lr_decay_iters < 0:
 # -----------------------------------------------------------------------------
 # processes and devices
 ddp = 'RANK' in os.environ  # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
-if device.startswith('cuda') and not torch.cuda.is_available():
-    raise SystemExit(f"device={device!r} but no CUDA GPU is visible; pass --device=cpu")
+check_device(device)  # one-line exit for an unusable device
 if ddp:
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
     if device.startswith('cuda'):

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from model import (ACTS, GPT, NORM_POS, NORMS, POS, GPTConfig, apply_rope, peak_flops, rope_tables,  # noqa: E402
+from model import (ACTS, GPT, NORM_POS, NORMS, POS, GPTConfig, apply_rope, check_device, peak_flops, rope_tables,  # noqa: E402
                    sample_next, sinusoid_table)
 
 torch.set_num_threads(1)
@@ -375,3 +375,13 @@ def test_peak_flops_table_and_measurement(monkeypatch):
         monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a, n=name: n)
         flops, label = peak_flops('cuda', dtype)
         assert flops == want and name in label
+
+
+def test_check_device_names_the_type_or_exits_with_one_line():
+    """check_device: a usable device gives its type; an unknown one, or a GPU torch cannot see, exits with one line."""
+    assert check_device('cpu') == 'cpu'
+    bad = ['tpu', 'cuda:x'] + ([] if torch.cuda.is_available() else ['cuda', 'cuda:1'])
+    for device in bad:
+        with pytest.raises(SystemExit) as e:
+            check_device(device)
+        assert repr(device) in str(e.value) and '\n' not in str(e.value)
