@@ -85,9 +85,7 @@ ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torc
 ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 if device_type == 'cuda':
-    # TF32 matmuls for float32, as train.py does; bf16/fp16 runs are unaffected
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision('high')  # TF32 for float32, as train.py (and peak_flops) expect
 
 
 def sync():
