@@ -1,7 +1,7 @@
 """
 How fast does a model train and sample on this machine?
 
-Times full training iterations (forward, backward, clipping, AdamW: what train.py does) and reports
+Times full training iterations (forward, backward, clipping, the optimizers: what train.py does) and reports
 tokens/s, ms/iter, model FLOPs utilisation against the device's own peak, and peak memory; then
 times greedy generation of `sample_tokens` new tokens with and without the KV cache. Prints a table
 and writes the figures as JSON (bench.json) for plots and comparisons across commits.
@@ -29,6 +29,7 @@ import torch
 
 from configurator import configure
 from model import GPT, GPTConfig, check_device, peak_flops
+from optim import configure_optimizers
 
 # -----------------------------------------------------------------------------
 # what to measure
@@ -57,12 +58,19 @@ norm_pos = 'pre'
 act = 'swiglu'
 tie_weights = True
 label_smoothing = 0.0
-# optimizer: its values don't change the cost, but AdamW and gradient clipping are part of a real step
+qk_norm = False
+zero_init = False
+logit_softcap = 0.0
+# optimizers: their values don't change the cost, but the update and gradient clipping are part of a real step
+optimizer = 'adamw'  # 'adamw' | 'muon' (Muon for the blocks' matrices, AdamW for the rest), as in train.py
 learning_rate = 6e-4
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
+muon_lr = 0.02
+muon_momentum = 0.95
+muon_weight_decay = 0.0
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
@@ -191,13 +199,14 @@ model_args = {f.name: config[f.name] for f in fields(GPTConfig) if f.name in con
 model_args['vocab_size'] = vocab_size
 gptconf = GPTConfig(**model_args)
 model = GPT(gptconf).to(device)
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizers = configure_optimizers(model, optimizer, learning_rate, (beta1, beta2), weight_decay, muon_lr, muon_momentum,
+                                  muon_weight_decay, device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))  # fp16 needs loss scaling
 train_model = torch.compile(model) if compile else model
 n_params, n_params_ne = model.num_params(), model.num_params(non_embedding=True)
 print(f"model: {n_layer}L/{n_head}h/{n_embd}d {pos}/{norm}/{act}, vocab {vocab_size}, block {block_size}, "
       f"{n_params / 1e6:.2f}M params ({n_params_ne / 1e6:.2f}M non-embedding)")
-print(f"device: {device} ({device_name()}), {dtype}, compile={compile}, torch {torch.__version__}, "
+print(f"device: {device} ({device_name()}), {dtype}, {optimizer}, compile={compile}, torch {torch.__version__}, "
       f"{torch.get_num_threads()} threads, data: {data or 'random tokens'}")
 
 
@@ -208,11 +217,14 @@ def train_step():
             _, loss = train_model(x, y)
         scaler.scale(loss / gradient_accumulation_steps).backward()
     if grad_clip > 0:
-        scaler.unscale_(optimizer)
+        for opt in optimizers:
+            scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
+    for opt in optimizers:
+        scaler.step(opt)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     return loss
 
 

@@ -1,7 +1,8 @@
 """
 A GPT language model in one file. GPTConfig picks every architecture the project's seeds use:
 positions (learned / sinusoidal / rotary / none), normalisation (LayerNorm / RMSNorm / none, pre or post),
-MLP activation (GELU / ReLU / SiLU / SwiGLU / GeGLU), grouped-query attention and weight tying.
+MLP activation (GELU / ReLU / squared ReLU / SiLU / SwiGLU / GeGLU), grouped-query attention and weight tying;
+and the speed-run switches, all off by default: QK-norm, zero-initialised output projections, logit soft-capping.
 Generation reuses a pre-allocated key/value cache.
 
 References (cited below by number):
@@ -16,8 +17,12 @@ References (cited below by number):
  [8] Kazemnejad et al. 2023, The Impact of Positional Encoding on Length Generalization (NoPE)
  [9] Holtzman et al. 2020, The Curious Case of Neural Text Degeneration (nucleus / top-p sampling)
 [10] Chowdhery et al. 2022, PaLM, appendix B (training FLOPs per token, MFU)
+[11] Henry et al. 2020, Query-Key Normalization for Transformers; Dehghani et al. 2023, Scaling Vision Transformers
+     to 22 Billion Parameters (QK-norm: normalised queries and keys keep attention logits from growing unbounded)
+[12] So et al. 2021, Primer: Searching for Efficient Transformers for Language Modeling (squared ReLU)
+[13] Gemma Team 2024, Gemma 2 (final-logit soft-capping); Jordan et al. 2024, modded-nanogpt (its speed-run use)
+[14] Zhang et al. 2019, Fixup Initialization; Jordan et al. 2024, modded-nanogpt (zero-initialised projections)
 """
-import inspect
 import math
 import os
 import re
@@ -32,7 +37,7 @@ from torch.nn import functional as F
 POS = ('learned', 'sinusoidal', 'rope', 'none')
 NORMS = ('layernorm', 'rmsnorm', 'none')
 NORM_POS = ('pre', 'post')
-ACTS = ('gelu', 'relu', 'silu', 'swiglu', 'geglu')
+ACTS = ('gelu', 'relu', 'relu2', 'silu', 'swiglu', 'geglu')
 GATED = ('swiglu', 'geglu')
 # fused attention kernels (flash / memory-efficient) when this torch has them; the manual path is the fallback
 FLASH = hasattr(F, 'scaled_dot_product_attention')
@@ -53,9 +58,12 @@ class GPTConfig:
     rope_theta: float = 10000.0
     norm: str = 'rmsnorm'           # 'layernorm' | 'rmsnorm' | 'none'
     norm_pos: str = 'pre'           # 'pre' | 'post'
-    act: str = 'swiglu'             # 'gelu' | 'relu' | 'silu' | 'swiglu' | 'geglu'
+    act: str = 'swiglu'             # 'gelu' | 'relu' | 'relu2' (squared ReLU [12]) | 'silu' | 'swiglu' | 'geglu'
     tie_weights: bool = True
     label_smoothing: float = 0.0    # applied to the training loss only; eval losses stay plain cross-entropy
+    qk_norm: bool = False           # RMSNorm (with gains) of each head's queries and keys, before RoPE [11]
+    zero_init: bool = False         # residual output projections start at 0: pre-norm blocks start as identity [14]
+    logit_softcap: float = 0.0      # c > 0: logits = c * tanh(logits / c), smoothly kept inside (-c, c) [13]; 0 = off
 
     def __post_init__(self):
         def bad(what, fix):
@@ -88,6 +96,8 @@ class GPTConfig:
             bad('dropout and label_smoothing must lie in [0, 1)', 'e.g. --dropout=0.1 --label_smoothing=0.1')
         if self.rope_theta <= 0:
             bad(f'rope_theta={self.rope_theta} must be positive', 'the usual value is 10000')
+        if self.logit_softcap < 0:
+            bad(f'logit_softcap={self.logit_softcap} must not be negative', 'use 0 (off) or a cap such as 15')
 
     @property
     def kv_heads(self):
@@ -204,6 +214,9 @@ class CausalSelfAttention(nn.Module):
         self.proj.residual = True  # gets the scaled init of [2]
         self.dropout = config.dropout
         self.attn_drop, self.resid_drop = nn.Dropout(config.dropout), nn.Dropout(config.dropout)
+        # [11]: unit-RMS queries and keys bound every score by sqrt(head_dim) x the gains: softmax cannot saturate
+        self.q_norm, self.k_norm = (Norm('rmsnorm', self.hd, False), Norm('rmsnorm', self.hd, False)) \
+            if config.qk_norm else (None, None)
         self.flash = FLASH
         # the causal mask, added to the scores: 0 where query i may see key j (j <= i), -inf above the diagonal.
         # Additive rather than boolean because SDPA converts boolean masks on every call. Non-persistent: it is
@@ -215,6 +228,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd)  # query heads, key heads, value heads
         qk, v = qkv.split([self.n_head + self.n_kv, self.n_kv], dim=2)
+        if self.q_norm is not None:
+            q, k = qk.split([self.n_head, self.n_kv], dim=2)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
         if rope is not None:  # [4]: rotating q and k makes q.k depend only on their distance; both in one call
             qk = apply_rope(qk, *rope)
         q, k = qk.split([self.n_head, self.n_kv], dim=2)
@@ -258,7 +274,7 @@ class MLP(nn.Module):
             value, gate = h.chunk(2, dim=-1)
             h = value * (F.silu(gate) if self.act == 'swiglu' else F.gelu(gate))
         else:
-            h = {'gelu': F.gelu, 'relu': F.relu, 'silu': F.silu}[self.act](h)
+            h = {'gelu': F.gelu, 'relu': F.relu, 'relu2': lambda t: F.relu(t).square(), 'silu': F.silu}[self.act](h)
         return self.drop(self.down(h))  # (B, T, C)
 
 
@@ -331,6 +347,8 @@ class GPT(nn.Module):
             # the stream's variance independent of depth
             std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(m, 'residual', False) else 0.02
             nn.init.normal_(m.weight, mean=0.0, std=std)
+            if getattr(m, 'residual', False) and self.config.zero_init:  # [14]: every block starts as the identity
+                nn.init.zeros_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
@@ -352,7 +370,9 @@ class GPT(nn.Module):
         return self.norm_f(x)
 
     def _logits(self, x):
-        return self.lm_head(x)[..., :self.config.vocab_size]  # the padded ids can never be emitted
+        logits = self.lm_head(x)[..., :self.config.vocab_size]  # the padded ids can never be emitted
+        c = self.config.logit_softcap  # [13]: a smooth clip into (-c, c); near 0 it leaves logits as they are
+        return c * torch.tanh(logits.float() / c) if c else logits
 
     def forward(self, idx, targets=None):
         T = idx.size(1)
@@ -390,14 +410,6 @@ class GPT(nn.Module):
         attention's scores and weighted sums, 12 * n_layer * block_size * n_embd."""
         c = self.config
         return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.block_size * c.n_embd
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        params = [p for p in self.parameters() if p.requires_grad]
-        # decay only matrices (weights, embeddings); shrinking biases and norm gains towards 0 does not help
-        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), **({'fused': True} if fused else {}))
 
     @torch.no_grad()
     def _next_logits(self, seq, start, caches, filled):

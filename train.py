@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import tokenizer
 from model import GPT, GPTConfig, check_device, peak_flops
+from optim import Muon, configure_optimizers
 
 # -----------------------------------------------------------------------------
 # settings (defaults: a small Llama-style model on the prepared TinyStories data)
@@ -71,11 +72,15 @@ pos = 'rope'  # 'learned' | 'sinusoidal' | 'rope' | 'none'
 rope_theta = 10000.0
 norm = 'rmsnorm'  # 'layernorm' | 'rmsnorm' | 'none'
 norm_pos = 'pre'  # 'pre' | 'post'
-act = 'swiglu'  # 'gelu' | 'relu' | 'silu' | 'swiglu' | 'geglu'
+act = 'swiglu'  # 'gelu' | 'relu' | 'relu2' | 'silu' | 'swiglu' | 'geglu'
 tie_weights = True
 label_smoothing = 0.0  # training loss only: evaluation reports plain cross-entropy
-# AdamW and the learning-rate schedule
-learning_rate = 1e-3  # the peak rate, reached at the end of warmup
+qk_norm = False  # RMSNorm of each head's queries and keys
+zero_init = False  # residual output projections start at zero
+logit_softcap = 0.0  # c > 0 keeps logits inside (-c, c) by c * tanh(logits / c); 0 = off
+# optimizers and the learning-rate schedule
+optimizer = 'adamw'  # 'adamw': AdamW for everything | 'muon': Muon for the blocks' weight matrices, AdamW for the rest
+learning_rate = 1e-3  # AdamW's peak rate, reached at the end of warmup
 max_iters = 5000  # optimizer steps
 weight_decay = 0.1
 beta1 = 0.9
@@ -85,6 +90,13 @@ lr_schedule = 'cosine'  # 'cosine' | 'vaswani' | 'constant' (see get_lr)
 warmup_iters = 200
 lr_decay_iters = 0  # cosine reaches min_lr here; 0 means max_iters
 min_lr = 1e-4
+muon_lr = 0.02  # Muon's peak rate; the schedule scales it as AdamW's (its floor: muon_lr * min_lr / learning_rate)
+muon_momentum = 0.95  # in [0, 1): Muon's Nesterov momentum
+muon_weight_decay = 0.0  # >= 0: Muon's decoupled weight decay, times its rate
+# time: seconds of training, evaluation and checkpointing excluded
+time_budget = 0.0  # > 0: end the run after this long, the schedule decaying over it (max_iters still caps the run)
+target_val_loss = 0.0  # > 0: record the time and tokens it takes to reach this val loss at an evaluation; 0 = off
+stop_at_target = False  # and end the run there
 # system
 backend = ''  # torch.distributed backend; '' picks nccl on CUDA, gloo on CPU
 device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:1', 'mps'
@@ -110,6 +122,9 @@ for _name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_i
         raise SystemExit(f"{_name}={globals()[_name]} must be at least 1")
 if max_iters < 0 or warmup_iters < 0 or lr_decay_iters < 0:
     raise SystemExit("max_iters, warmup_iters and lr_decay_iters must not be negative")
+if time_budget < 0 or target_val_loss < 0:
+    raise SystemExit(f"time_budget={time_budget} and target_val_loss={target_val_loss} must not be negative; "
+                     f"0 turns them off")
 
 # -----------------------------------------------------------------------------
 # processes and devices
@@ -153,7 +168,7 @@ if init_from == 'resume':
     try:  # weights_only: a checkpoint is data and can never run code
         ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
         needed = ('model', 'model_args', 'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'tokenizer', 'rng',
-                  'sampler')
+                  'sampler', 'train_time')
         if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
             raise ValueError('training state missing')
     except Exception as e:
@@ -238,14 +253,19 @@ if ckpt is not None:
     model.load_state_dict(ckpt['model'])
 model.to(device)
 raw_model = model  # the plain module: its state_dict has no '_orig_mod.' or 'module.' prefixes
-optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizers = configure_optimizers(raw_model, optimizer, learning_rate, (beta1, beta2), weight_decay, muon_lr,
+                                  muon_momentum, muon_weight_decay, device_type)  # [AdamW] or [AdamW, Muon]
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))  # fp16 gradients underflow without it
-iter_num, best_val_loss = 0, float('inf')
+iter_num, best_val_loss, train_time = 0, float('inf'), 0.0  # train_time: seconds of training steps so far
 if ckpt is not None:
-    optimizer.load_state_dict(ckpt['optimizer'])
+    if ckpt['config']['optimizer'] != optimizer:
+        raise SystemExit(f"{out_dir}/last.pt was trained with optimizer={ckpt['config']['optimizer']!r}; "
+                         f"resume with it, or start over with --init_from=scratch")
+    for opt, state in zip(optimizers, ckpt['optimizer'], strict=True):
+        opt.load_state_dict(state)
     if ckpt['scaler'] is not None and scaler.is_enabled():
         scaler.load_state_dict(ckpt['scaler'])
-    iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+    iter_num, best_val_loss, train_time = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['train_time']
     sampler.set_state(ckpt['sampler']['train'])
 start_iter = iter_num
 if compile:
@@ -259,22 +279,29 @@ if ddp:
 # learning-rate schedule
 
 
-def get_lr(step):
-    """Learning rate for optimizer step number `step` (1-based)."""
+def get_lr(step, progress):
+    """AdamW's learning rate for optimizer step number `step` (1-based), when the decay is `progress` (from
+    decay_progress) of the way through."""
     if lr_schedule == 'vaswani':
         # Vaswani et al. 2017, eq. 3: d_model^-0.5 * min(step^-0.5, step * warmup^-1.5). We drop the
         # d_model^-0.5 factor and normalise so the peak (at step == warmup_iters) equals learning_rate:
         # linear warmup, then decay as 1/sqrt(step). For the paper's d_model=512, warmup=4000: 7.0e-4.
         return learning_rate * min(math.sqrt(warmup_iters / step), step / warmup_iters)
-    if step <= warmup_iters:  # linear warmup: Adam's early moment estimates are noisy
-        return learning_rate * step / warmup_iters
-    decay_iters = lr_decay_iters or max_iters
+    # linear warmup (Adam's early moment estimates are noisy), then constant or a cosine (SGDR) down to min_lr;
+    # the min is the warmup until it ends, and keeps a time-based cosine (already under way) continuous
+    warm = learning_rate * step / warmup_iters if step <= warmup_iters else learning_rate
     if lr_schedule == 'constant':
-        return learning_rate
-    if step >= decay_iters:
-        return min_lr
-    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)  # cosine (SGDR)
+        return warm
+    return min(warm, min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr))
+
+
+def decay_progress(step, seconds):
+    """How far the decay is, in [0, 1]: the fraction of the steps from warmup's end to lr_decay_iters (or
+    max_iters), or with a time_budget the fraction of it spent after `seconds` of training if that is further:
+    the rate reaches min_lr when the budget runs out, whatever the machine's speed."""
+    decay_iters = lr_decay_iters or max_iters
+    steps = (step - warmup_iters) / max(decay_iters - warmup_iters, 1)
+    return min(max(steps, seconds / time_budget if time_budget else 0.0, 0.0), 1.0)
 
 
 # -----------------------------------------------------------------------------
@@ -341,10 +368,11 @@ def save_checkpoint(names):
         saved_iter = iter_num  # on every process: they must agree on whether a final save is due
     if not master:
         return
-    state = {'model': raw_model.state_dict(), 'model_args': gptconf.to_dict(), 'optimizer': optimizer.state_dict(),
+    state = {'model': raw_model.state_dict(), 'model_args': gptconf.to_dict(),
+             'optimizer': [opt.state_dict() for opt in optimizers],
              'scaler': scaler.state_dict() if scaler.is_enabled() else None, 'iter_num': iter_num,
              'best_val_loss': best_val_loss, 'config': config, 'tokenizer': tok_state, 'meta': meta, 'rng': rng,
-             'sampler': {'train': sampler.get_state(), 'seed': seed}, 'version': 1}
+             'sampler': {'train': sampler.get_state(), 'seed': seed}, 'train_time': train_time, 'version': 1}
     for name in names:
         path = os.path.join(out_dir, name)
         with open(path + '.tmp', 'wb') as f:  # a crash mid-write leaves the previous file intact
@@ -407,8 +435,10 @@ signal.signal(signal.SIGTERM, on_signal)
 # -----------------------------------------------------------------------------
 # training loop: each pass evaluates when due, then takes one optimizer step
 t_log, iters_since_log, sec_per_iter = time.time(), 0, None
+elapsed = train_time  # rank 0's training seconds, as every process knows them: they set the rate and the end
+out_of_time, at_target = time_budget > 0 and elapsed >= time_budget, False  # a resumed run may have none left
 while True:
-    due = iter_num % eval_interval == 0 or iter_num == max_iters
+    due = iter_num % eval_interval == 0 or iter_num == max_iters or out_of_time
     if eval_only or (due and not (iter_num == start_iter and start_iter > 0)):  # a resume point is already scored
         losses = evaluate()
         val_loss = losses['val']
@@ -417,11 +447,19 @@ while True:
         log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {val_loss:.4f}, "
             f"val ppl {ppl:.2f}, val bpb {bpb:.4f}")
         if master and not eval_only:
-            record({'kind': 'eval', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter,
+            record({'kind': 'eval', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'time': train_time,
                     'train_loss': losses['train'], 'val_loss': val_loss, 'val_ppl': ppl, 'val_bpb': bpb})
         if eval_only:
             break
         if iter_num > 0:
+            # time-to-target: the first evaluation at or below it (best_val_loss, checkpointed, is still above it)
+            if target_val_loss and val_loss <= target_val_loss < best_val_loss:
+                log(f"target val loss {target_val_loss} reached at iteration {iter_num}: {train_time:.1f}s of "
+                    f"training, {iter_num * tokens_per_iter:,} tokens")
+                if master:
+                    record({'kind': 'target', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter,
+                            'time': train_time, 'val_loss': val_loss, 'target_val_loss': target_val_loss})
+                at_target = stop_at_target
             names = ['last.pt'] if always_save_checkpoint else []
             if val_loss < best_val_loss:
                 best_val_loss = val_loss
@@ -430,13 +468,15 @@ while True:
                 save_checkpoint(names)
                 log(f"saved {' and '.join(names)} to {out_dir}")
         t_log, iters_since_log = time.time(), 0  # keep evaluation out of the step timings
-    if iter_num >= max_iters:
+    if iter_num >= max_iters or out_of_time or at_target:
         break
 
     # one optimizer step over the global batch
-    lr = get_lr(iter_num + 1)
-    for group in optimizer.param_groups:
-        group['lr'] = lr
+    t_step = time.time()
+    lr = get_lr(iter_num + 1, decay_progress(iter_num + 1, elapsed))
+    for opt in optimizers:  # Muon's rate follows the same schedule, scaled to its own peak
+        for group in opt.param_groups:
+            group['lr'] = lr * muon_lr / learning_rate if isinstance(opt, Muon) else lr
     offsets = torch.randint(len(train_data) - block_size, (gradient_accumulation_steps, batch_size), generator=sampler)
     offsets = offsets[rank * accum_steps:(rank + 1) * accum_steps]  # this process's rows of the global batch
     X, Y = get_batch(train_data, offsets[0])
@@ -452,11 +492,12 @@ while True:
                 X, Y = get_batch(train_data, offsets[micro_step + 1])  # read ahead while the device computes
             scaler.scale(loss).backward()
         loss_sum += loss.detach().float()
-    # one small exchange per step: the global mean loss, and whether any process was asked to stop
-    status = torch.stack([loss_sum, torch.tensor(float(stop_signal is not None), device=device)])
+    # one small exchange per step: the global mean loss, whether any process was asked to stop, rank 0's clock
+    status = torch.stack([loss_sum, torch.tensor(float(stop_signal is not None), device=device),
+                          torch.tensor(train_time + time.time() - t_step if master else 0.0, device=device)])
     if ddp:
         dist.all_reduce(status)
-    loss_value, stop = status.tolist()
+    loss_value, stop, elapsed = status.tolist()
     loss_value, stop = loss_value / world_size, stop > 0
     if not math.isfinite(loss_value):
         raise SystemExit(f"step {iter_num + 1}: the loss is {loss_value}; stopped before the update, "
@@ -464,13 +505,20 @@ while True:
                             else "no checkpoint was written") +
                          " - lower --learning_rate, raise --warmup_iters or set --grad_clip")
     if grad_clip > 0:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        for opt in optimizers:
+            scaler.unscale_(opt)  # clip the true gradients, not the fp16-scaled ones
         torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
-    scaler.step(optimizer)  # with fp16, skips the step if the gradients overflowed
+    for opt in optimizers:
+        scaler.step(opt)  # with fp16, skips the step if the gradients overflowed
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     iter_num += 1
     iters_since_log += 1
+    train_time += time.time() - t_step
+    out_of_time = time_budget > 0 and elapsed >= time_budget
+    if out_of_time:
+        log(f"time budget of {time_budget:g}s of training reached at iteration {iter_num}")
 
     if iter_num % log_interval == 0 or iter_num == max_iters or stop:
         now = time.time()
@@ -481,8 +529,9 @@ while True:
         tok_s = tokens_per_iter / dt
         if master:
             mfu = flops_per_token * tok_s / (peak * world_size)
-            eta = f", eta {time.strftime('%H:%M:%S', time.gmtime((max_iters - iter_num) * sec_per_iter))}" \
-                if sec_per_iter else ''
+            left = (max_iters - iter_num) * sec_per_iter if sec_per_iter else 0
+            left = min(left, max(time_budget - train_time, 0)) if time_budget else left
+            eta = f", eta {time.strftime('%H:%M:%S', time.gmtime(left))}" if sec_per_iter else ''
             print(f"iter {iter_num}/{max_iters}: loss {loss_value:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
                   f"{tok_s:,.0f} tok/s, mfu {mfu * 100:.2f}%{eta}", flush=True)
             record({'kind': 'train', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'loss': loss_value,

@@ -30,7 +30,8 @@ def build(seed=0, **kw):
 options = st.fixed_dictionaries({
     'pos': st.sampled_from(POS), 'norm': st.sampled_from(NORMS), 'norm_pos': st.sampled_from(NORM_POS),
     'act': st.sampled_from(ACTS), 'n_kv_head': st.sampled_from([None, 4, 2, 1]), 'bias': st.booleans(),
-    'tie_weights': st.booleans(), 'mlp_hidden': st.sampled_from([None, 48]),
+    'tie_weights': st.booleans(), 'mlp_hidden': st.sampled_from([None, 48]), 'qk_norm': st.booleans(),
+    'zero_init': st.booleans(), 'logit_softcap': st.sampled_from([0.0, 5.0]),
 })
 
 
@@ -160,7 +161,7 @@ def test_tied_weights_share_storage():
     """tie_weights=True makes the token embedding and the output layer one tensor, even after training steps;
     tie_weights=False gives two."""
     model = build(tie_weights=True).train()
-    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
     for _ in range(2):
         idx = torch.randint(0, 50, (2, 16))
         model(idx, idx)[1].backward()
@@ -291,7 +292,7 @@ def test_overfits_one_batch():
     """The model can memorise one small batch: loss < 0.1 within 300 AdamW steps."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_embd=64)).train()
-    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), 'cpu')
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
     x = torch.randint(0, 64, (4, 33))
     for step in range(300):
         _, loss = model(x[:, :-1], x[:, 1:])
@@ -301,6 +302,71 @@ def test_overfits_one_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.1
+
+
+@pytest.mark.parametrize('c', [1.0, 15.0])
+def test_soft_capped_logits_stay_inside_the_cap(c):
+    """logit_softcap=c: training and inference logits are c * tanh(raw / c), inside [-c, c] however large the raw
+    logits grow (here 50x the cap), and the loss is the cross-entropy of the capped logits."""
+    model = build(logit_softcap=c)
+    with torch.no_grad():
+        model.wte.weight.mul_(2000 * c)  # tied: the output matrix too
+    idx = torch.randint(0, 50, (2, 16))
+    logits, loss = model(idx, idx)
+    last, _ = model(idx)  # the inference path, which generation takes
+    model.config.logit_softcap = 0.0  # the same weights, uncapped
+    raw, _ = model(idx, idx)
+    assert raw.abs().max() > 50 * c and logits.abs().max() <= c
+    torch.testing.assert_close(logits, c * torch.tanh(raw / c))
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.reshape(-1, 50), idx.view(-1)))
+    torch.testing.assert_close(last[:, 0], logits[:, -1])
+
+
+@pytest.mark.parametrize('act', ['swiglu', 'relu2'])
+def test_zero_init_blocks_are_the_identity_on_a_fresh_model(act):
+    """zero_init: both residual projections of every block start at 0, so a fresh model's logits are those of its
+    embeddings alone (final norm and head); gradients still reach the projections. Without it they differ."""
+    idx = torch.randint(0, 50, (2, 16))
+    for zero_init in (False, True):
+        model = build(zero_init=zero_init, act=act, bias=True)
+        logits, loss = model(idx, idx)
+        alone = model.lm_head(model.norm_f(model.wte(idx)))[..., :50]
+        assert torch.allclose(logits, alone, atol=1e-6) == zero_init
+    loss.backward()
+    assert all(b.attn.proj.weight.grad.abs().sum() > 0 and b.mlp.down.weight.grad.abs().sum() > 0 for b in model.blocks)
+
+
+@pytest.mark.parametrize('n_kv_head', [None, 2])
+def test_qk_norm_bounds_every_attention_logit(n_kv_head):
+    """qk_norm: every query and key has RMS 1 times its gains, so |score| <= sqrt(head_dim) * max|g_q| * max|g_k| = B
+    however large the weights; seen in the attention maps as p_max / p_min <= exp(2B) within every causal row.
+    Without qk_norm the same weights saturate the softmax far past that bound."""
+    idx = torch.randint(0, 50, (2, 16))
+    for qk_norm in (True, False):
+        model = build(qk_norm=qk_norm, n_kv_head=n_kv_head)
+        with torch.no_grad():
+            for block in model.blocks:
+                block.attn.qkv.weight.mul_(300)  # raw scores in the thousands
+                if qk_norm:
+                    block.attn.q_norm.weight.uniform_(-2, 2)
+                    block.attn.k_norm.weight.uniform_(0.5, 1.5)
+        spread, future = [], torch.ones(16, 16, dtype=torch.bool).triu(1)  # per layer: (largest log(p_max/p_min), 2B)
+        for att, block in zip(model.attention_maps(idx), model.blocks):
+            logp = att.double().log()
+            gap = (logp.masked_fill(future, -math.inf).amax(-1) - logp.masked_fill(future, math.inf).amin(-1)).max()
+            gap = gap.item()
+            bound = 2 * math.sqrt(8) * (block.attn.q_norm.weight.abs().max() * block.attn.k_norm.weight.abs().max()
+                                        ).item() if qk_norm else 2 * math.sqrt(8) * 2 * 1.5
+            spread.append((gap, bound))
+        assert all(gap <= bound + 1e-4 for gap, bound in spread) == qk_norm, spread
+
+
+def test_relu2_is_squared_relu_with_the_ungated_width():
+    """act='relu2': the MLP computes down(relu(up(x))^2) with a 4 * n_embd hidden layer, as GELU's."""
+    mlp = build(act='relu2').blocks[0].mlp
+    assert mlp.up.out_features == 4 * 32
+    x = torch.randn(3, 5, 32)
+    torch.testing.assert_close(mlp(x), mlp.down(torch.relu(mlp.up(x)) ** 2))
 
 
 def test_seed_001_parameter_count_matches_hand_count():
@@ -319,17 +385,6 @@ def test_seed_001_parameter_count_matches_hand_count():
     assert tied.num_params(non_embedding=True) == 4 * per_layer + 512 + 10_000 * 512
     gqa = GPT(GPTConfig(**{**c.to_dict(), 'n_kv_head': 4}))  # keys and values shrink to 4 heads of 32
     assert model.num_params() - gqa.num_params() == 4 * 2 * 512 * (512 - 4 * 32)
-
-
-def test_optimizer_decays_only_matrices():
-    """configure_optimizers puts every parameter in exactly one group; only >= 2-D ones are decayed."""
-    model = build(bias=True, norm='layernorm', pos='learned')
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
-    decay, no_decay = opt.param_groups
-    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
-    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
-    assert {id(p) for p in model.parameters()} == {id(p) for p in decay['params'] + no_decay['params']}
-    assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
 
 
 def test_from_checkpoint_loads_and_rejects_bad_files(tmp_path):

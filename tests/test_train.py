@@ -1,5 +1,7 @@
 """train.py, run as a user runs it (subprocesses on the tiny real dataset): it learns, stops after exactly
-max_iters steps, resumes bit-for-bit, splits data correctly under DDP, and fails clearly."""
+max_iters steps (or a time budget, or at a target loss), resumes bit-for-bit, splits data correctly under DDP,
+and fails clearly."""
+import ast
 import glob
 import hashlib
 import json
@@ -56,7 +58,7 @@ def test_eval_metrics_are_consistent_with_the_data(short_run, tiny_data):
     meta = json.loads((tiny_data / 'meta.json').read_text())
     bytes_per_token = meta['splits']['val']['bytes'] / meta['splits']['val']['tokens']
     for r in records(short_run, 'eval'):
-        assert set(r) == {'kind', 'iter', 'tokens', 'train_loss', 'val_loss', 'val_ppl', 'val_bpb'}
+        assert set(r) == {'kind', 'iter', 'tokens', 'time', 'train_loss', 'val_loss', 'val_ppl', 'val_bpb'}
         assert r['val_ppl'] == pytest.approx(math.exp(r['val_loss']))
         assert r['val_bpb'] == pytest.approx(r['val_loss'] / math.log(2) / bytes_per_token)
         assert r['tokens'] == r['iter'] * 8 * 64  # steps x batch_size x block_size
@@ -69,7 +71,7 @@ def test_exactly_max_iters_optimizer_steps_with_the_scheduled_lr(short_run):
     assert set(steps[0]) == {'kind', 'iter', 'tokens', 'loss', 'lr', 'ms', 'tok_s', 'mfu'}
     ckpt = torch.load(short_run / 'last.pt', weights_only=True)
     assert ckpt['iter_num'] == 20
-    assert {int(s['step']) for s in ckpt['optimizer']['state'].values()} == {20}
+    assert {int(s['step']) for s in ckpt['optimizer'][0]['state'].values()} == {20}
     lr = {r['iter']: r['lr'] for r in steps}  # linear warmup to the peak at step 2, cosine down to min_lr at 20
     assert lr[1] == pytest.approx(1.5e-3) and lr[2] == pytest.approx(3e-3) and lr[20] == pytest.approx(3e-4)
     assert all(lr[i] > lr[i + 1] for i in range(2, 20))
@@ -77,7 +79,7 @@ def test_exactly_max_iters_optimizer_steps_with_the_scheduled_lr(short_run):
 
 def test_checkpoints_load_safely_and_best_holds_the_lowest_val_loss(short_run, tiny_data):
     contract = {'model', 'model_args', 'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'config', 'tokenizer',
-                'meta', 'rng', 'sampler', 'version'}
+                'meta', 'rng', 'sampler', 'train_time', 'version'}
     evals = records(short_run, 'eval')
     best_iter = min((r for r in evals if r['iter'] > 0), key=lambda r: r['val_loss'])['iter']
     for name in ('last.pt', 'best.pt'):
@@ -93,11 +95,13 @@ def test_checkpoints_load_safely_and_best_holds_the_lowest_val_loss(short_run, t
     assert best['best_val_loss'] == pytest.approx(min(r['val_loss'] for r in evals if r['iter'] > 0))
 
 
-def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
+@pytest.mark.parametrize('optimizer', ['adamw', 'muon'])
+def test_resume_reproduces_an_uninterrupted_run(optimizer, tiny_data, tmp_path):
     """Stop at 6 (max_iters=6), resume to 12: the same losses as a straight 12-step run, with dropout on, so the
-    RNG states, the data sampler, the optimizer and the schedule all have to come back exactly."""
+    RNG states, the data sampler, the optimizers (AdamW, or Muon and AdamW) and the schedule all have to come
+    back exactly."""
     args = ['--batch_size=4', '--gradient_accumulation_steps=2', '--dropout=0.1', '--eval_interval=4',
-            '--learning_rate=3e-3', '--warmup_iters=2', '--lr_decay_iters=12']
+            '--learning_rate=3e-3', '--warmup_iters=2', '--lr_decay_iters=12', f'--optimizer={optimizer}']
     train(tiny_data, tmp_path / 'straight', '--max_iters=12', *args)
     train(tiny_data, tmp_path / 'split', '--max_iters=6', *args)
     train(tiny_data, tmp_path / 'split', '--max_iters=12', '--init_from=resume', *args)
@@ -108,9 +112,9 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     ea = {r['iter']: r['val_loss'] for r in records(tmp_path / 'straight', 'eval')}
     eb = {r['iter']: r['val_loss'] for r in records(tmp_path / 'split', 'eval')}
     assert abs(ea[12] - eb[12]) < 1e-6 and abs(ea[8] - eb[8]) < 1e-6
-    wa = torch.load(tmp_path / 'straight' / 'last.pt', weights_only=True)['model']
-    wb = torch.load(tmp_path / 'split' / 'last.pt', weights_only=True)['model']
-    assert all(torch.allclose(wa[k], wb[k], rtol=0, atol=1e-6) for k in wa)
+    ca, cb = (torch.load(tmp_path / run / 'last.pt', weights_only=True) for run in ('straight', 'split'))
+    assert all(torch.allclose(ca['model'][k], cb['model'][k], rtol=0, atol=1e-6) for k in ca['model'])
+    assert len(cb['optimizer']) == {'adamw': 1, 'muon': 2}[optimizer]
 
 
 DUMP_PARAMS = """
@@ -147,6 +151,70 @@ def test_ddp_on_two_processes_matches_one_process_with_the_same_global_batch(tin
     assert [r['val_loss'] for r in eb] == pytest.approx([r['val_loss'] for r in ea], rel=1e-5)
     ckpt = torch.load(out / 'last.pt', weights_only=True)
     assert not any(k.startswith('module.') for k in ckpt['model']) and len(ckpt['rng']['torch']) == 2
+
+
+def test_time_budget_ends_the_run_and_a_resume_continues_the_spent_budget(tiny_data, tmp_path):
+    """time_budget=1.5: the run ends by itself (far before max_iters) once 1.5 s of training are spent, evaluates
+    and saves there; a resume with the same budget finds it spent and takes no step."""
+    args = ['--batch_size=4', '--max_iters=1000000', '--eval_interval=1000000', '--time_budget=1.5',
+            '--warmup_iters=2', '--learning_rate=3e-3', '--min_lr=3e-4', '--optimizer=muon']
+    p = train(tiny_data, tmp_path, *args)
+    ckpt = torch.load(tmp_path / 'last.pt', weights_only=True)
+    steps, evals = records(tmp_path, 'train'), records(tmp_path, 'eval')
+    assert 1 < ckpt['iter_num'] == steps[-1]['iter'] == evals[-1]['iter'] < 1000000
+    assert ckpt['train_time'] >= 1.5 and evals[-1]['time'] == ckpt['train_time']
+    assert 'time budget' in p.stdout
+    lrs = [r['lr'] for r in steps[2:]]  # after warmup the cosine runs on the time spent: falling, never below min_lr
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[-1] >= 3e-4
+    train(tiny_data, tmp_path, *args, '--init_from=resume')
+    assert len(records(tmp_path, 'train')) == len(steps)
+    assert torch.load(tmp_path / 'last.pt', weights_only=True)['train_time'] == ckpt['train_time']
+
+
+def train_functions(*names, **settings):
+    """train.py's functions `names`, defined over its default settings updated by `settings` (no run)."""
+    source = (ROOT / 'train.py').read_text()
+    nodes = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name in names]
+    g = {'math': math, **train_settings(), **settings}
+    exec(compile(ast.Module(nodes, type_ignores=[]), 'train.py', 'exec'), g)
+    return [g[name] for name in names]
+
+
+def test_with_a_time_budget_the_cosine_reaches_min_lr_exactly_when_the_budget_runs_out():
+    """The schedule as a function of the training seconds spent, not of real time: the cosine is halfway at half
+    the budget and at min_lr at its end, whatever step the run has reached; warmup still ramps by steps; and
+    max_iters still ends the decay if it comes first."""
+    get_lr, decay_progress = train_functions('get_lr', 'decay_progress', learning_rate=1e-3, min_lr=1e-4,
+                                             warmup_iters=10, max_iters=10**9, lr_decay_iters=0, time_budget=300.0)
+    for step in (50, 5000):
+        assert decay_progress(step, 150.0) == 0.5 and decay_progress(step, 300.0) == 1.0
+        assert get_lr(step, decay_progress(step, 150.0)) == pytest.approx(5.5e-4)
+        assert get_lr(step, decay_progress(step, 300.0)) == pytest.approx(1e-4)
+    assert get_lr(5, decay_progress(5, 1.0)) == pytest.approx(5e-4)  # warmup
+    lrs = [get_lr(11 + s, decay_progress(11 + s, s)) for s in range(0, 301, 5)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-4)
+    get_lr, decay_progress = train_functions('get_lr', 'decay_progress', learning_rate=1e-3, min_lr=1e-4,
+                                             warmup_iters=10, max_iters=110, lr_decay_iters=0, time_budget=300.0)
+    assert decay_progress(60, 30.0) == 0.5 and get_lr(110, decay_progress(110, 30.0)) == pytest.approx(1e-4)
+
+
+def test_target_val_loss_is_recorded_once_at_the_first_evaluation_reaching_it(short_run, tiny_data, tmp_path):
+    """A target between the val losses at iterations 0 and 10 of short_run: one 'target' record, at iteration 10,
+    with its training time and tokens (iteration 20 is below it too, and is not recorded); with stop_at_target
+    the run ends there, checkpointed."""
+    evals = {r['iter']: r['val_loss'] for r in records(short_run, 'eval')}
+    target = (evals[0] + evals[10]) / 2
+    args = ['--max_iters=20', '--eval_interval=10', '--batch_size=8', '--gradient_accumulation_steps=1',
+            '--learning_rate=3e-3', '--warmup_iters=2', '--min_lr=3e-4', f'--target_val_loss={target}']
+    p = train(tiny_data, tmp_path / 'go_on', *args)
+    [hit] = records(tmp_path / 'go_on', 'target')
+    assert hit['iter'] == 10 and hit['tokens'] == 10 * 8 * 64 and hit['val_loss'] == pytest.approx(evals[10])
+    assert hit['target_val_loss'] == target and hit['time'] == records(tmp_path / 'go_on', 'eval')[1]['time'] > 0
+    assert 'target val loss' in p.stdout and records(tmp_path / 'go_on', 'train')[-1]['iter'] == 20
+    train(tiny_data, tmp_path / 'stop', *args, '--stop_at_target=True')
+    assert [r['iter'] for r in records(tmp_path / 'stop', 'target')] == [10]
+    assert records(tmp_path / 'stop', 'train')[-1]['iter'] == 10
+    assert torch.load(tmp_path / 'stop' / 'last.pt', weights_only=True)['iter_num'] == 10
 
 
 def test_nonfinite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(short_run, tiny_data, tmp_path):

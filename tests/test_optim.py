@@ -1,0 +1,91 @@
+"""Properties of optim.py: which optimizer takes which parameter, our Muon step is torch.optim.Muon's, and
+Newton-Schulz orthogonalises."""
+import pytest
+import torch
+
+from model import GPT, GPTConfig
+from optim import Muon, configure_optimizers, newton_schulz
+
+torch.set_num_threads(1)
+
+
+def build(**kw):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**dict(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32), **kw}))
+
+
+def configure(model, optimizer, device_type='cpu'):
+    return configure_optimizers(model, optimizer, 1e-3, (0.9, 0.95), 0.1, 0.02, 0.95, 0.0, device_type)
+
+
+def test_adamw_alone_takes_every_parameter_and_decays_only_matrices():
+    """optimizer='adamw': one AdamW, every parameter in exactly one group; only >= 2-D ones are decayed."""
+    model = build(bias=True, norm='layernorm', pos='learned')
+    [opt] = configure(model, 'adamw')
+    decay, no_decay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() >= 2 for p in decay['params']) and all(p.dim() < 2 for p in no_decay['params'])
+    assert {id(p) for p in model.parameters()} == {id(p) for p in decay['params'] + no_decay['params']}
+    assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize('tie_weights', [True, False])
+def test_muon_takes_the_block_matrices_and_adamw_the_rest(tie_weights):
+    """optimizer='muon': Muon gets exactly the 2-D weights inside the blocks; AdamW the embeddings and the head
+    (decayed) and the norm gains, QK-norm gains and biases (not decayed); no parameter is in both or neither."""
+    model = build(bias=True, norm='layernorm', pos='learned', qk_norm=True, tie_weights=tie_weights)
+    adamw, muon = configure(model, 'muon')
+    names = {id(p): n for n, p in model.named_parameters()}
+    [group] = muon.param_groups
+    assert sorted(names[id(p)] for p in group['params']) == sorted(
+        n for n, p in model.named_parameters() if n.startswith('blocks.') and p.dim() == 2)
+    assert group['lr'] == 0.02 and group['momentum'] == 0.95 and muon.ns_dtype == torch.float32
+    decay, no_decay = adamw.param_groups
+    assert sorted(names[id(p)] for p in decay['params']) == (
+        ['wpe.weight', 'wte.weight'] if tie_weights else ['lm_head.weight', 'wpe.weight', 'wte.weight'])
+    assert all(p.dim() == 1 for p in no_decay['params']) and any('q_norm' in names[id(p)] for p in no_decay['params'])
+    everything = [id(p) for opt in (adamw, muon) for g in opt.param_groups for p in g['params']]
+    assert sorted(everything) == sorted(id(p) for p in model.parameters())
+    assert configure(model, 'muon', 'cuda')[1].ns_dtype == torch.bfloat16  # the library's dtype where it is fast
+
+
+@pytest.mark.parametrize('shape', [(96, 32), (32, 48)])
+def test_our_muon_step_with_a_bf16_iteration_equals_torch_optim_muon(shape):
+    """Five steps with momentum, Nesterov and weight decay on a tall and a wide matrix: bit for bit the library's
+    weights and momentum buffers, so on CUDA we run exactly torch.optim.Muon."""
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Parameter(torch.randn(shape)), torch.nn.Parameter(torch.randn(shape))
+    theirs.data.copy_(ours.data)
+    opt_ours = Muon([ours], lr=0.05, momentum=0.9, weight_decay=0.1, ns_dtype=torch.bfloat16)
+    opt_theirs = torch.optim.Muon([theirs], lr=0.05, momentum=0.9, weight_decay=0.1)
+    for _ in range(5):
+        grad = torch.randn(shape)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        opt_ours.step()
+        opt_theirs.step()
+    assert torch.equal(ours, theirs)
+    assert torch.equal(opt_ours.state[ours]['momentum_buffer'], opt_theirs.state[theirs]['momentum_buffer'])
+    opt_theirs.load_state_dict(opt_ours.state_dict())  # the same state layout: checkpoints load either way
+
+
+@pytest.mark.parametrize('shape', [(48, 16), (16, 48)])
+def test_newton_schulz_keeps_the_singular_vectors_and_moves_singular_values_towards_one(shape):
+    """NS(U S V^T) = U S' V^T: U^T NS(G) V is diagonal, with S' inside [0.6, 1.25] for singular values spread over
+    a factor of 10; and the result does not depend on the scale of G."""
+    torch.manual_seed(0)
+    U, _, Vh = torch.linalg.svd(torch.randn(shape), full_matrices=False)
+    G = U @ torch.diag(torch.logspace(0, 1, 16)) @ Vh  # singular values 1..10
+    core = U.T @ newton_schulz(G) @ Vh.T
+    torch.testing.assert_close(core, torch.diag(core.diagonal()), atol=1e-4, rtol=0)
+    assert core.diagonal().min() > 0.6 and core.diagonal().max() < 1.25
+    torch.testing.assert_close(newton_schulz(G * 1e4), newton_schulz(G), atol=1e-5, rtol=0)
+
+
+def test_bad_optimizer_settings_raise_one_line_value_errors():
+    model = build()
+    for call in (lambda: configure(model, 'sgd'),
+                 lambda: configure_optimizers(model, 'muon', 1e-3, (0.9, 0.95), 0.1, 0.02, 1.0, 0.0, 'cpu'),
+                 lambda: configure_optimizers(model, 'muon', 1e-3, (0.9, 0.95), 0.1, -0.02, 0.95, 0.0, 'cpu')):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert '\n' not in str(e.value)
