@@ -129,9 +129,10 @@ torch.save(g['raw_model'].state_dict(), os.path.join({out!r}, 'params_rank%s.pt'
 def test_ddp_on_two_processes_matches_one_process_with_the_same_global_batch(tiny_data, tmp_path):
     """torchrun --nproc_per_node=2 with gloo: both ranks end with identical weights, and every logged loss and
     the final weights equal a single-process run with the same global batch (4 micro-steps x 4 sequences, so each
-    rank accumulates 2 micro-steps and exercises both the no_sync and the synchronising backward)."""
+    rank accumulates 2 micro-steps and exercises both the no_sync and the synchronising backward). With Muon,
+    so both optimizers are stepped: Muon the blocks' matrices, AdamW the embeddings and norms."""
     args = ['--batch_size=4', '--gradient_accumulation_steps=4', '--max_iters=5', '--eval_interval=5',
-            '--learning_rate=3e-3', '--warmup_iters=2']
+            '--learning_rate=3e-3', '--warmup_iters=2', '--optimizer=muon']
     train(tiny_data, tmp_path / 'single', *args)
     out = tmp_path / 'ddp'
     wrapper = tmp_path / 'dump_params.py'  # runs train.py, then saves each rank's weights as it holds them
