@@ -43,6 +43,7 @@ import tempfile
 
 import torch
 
+import rundir
 import tokenizer
 from model import GPTConfig
 
@@ -158,8 +159,8 @@ def hf_tokenizer_json(enc):
 
 
 def write_files(model, enc, d, source=''):
-    """Write the export's files into the existing directory d (the caller makes that atomic)."""
-    from safetensors.torch import save_file
+    """Write the export's files into the existing directory d, each complete on disk (rundir.atomic_open)."""
+    from safetensors.torch import save
     c, eot, special = model.config, enc.eot_token, {k: tokenizer.EOT for k in ('bos_token', 'eos_token', 'unk_token')}
     if enc.n_vocab > c.vocab_size:
         raise ValueError(f'export: the tokenizer has {enc.n_vocab} tokens but the model only {c.vocab_size}; '
@@ -172,13 +173,10 @@ def write_files(model, enc, d, source=''):
                                       clean_up_tokenization_spaces=False, **special),
         'special_tokens_map.json': special}
     for name, obj in files.items():
-        with open(os.path.join(d, name), 'w', encoding='utf-8') as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-    with open(os.path.join(d, 'tokenizer.json'), 'w', encoding='utf-8') as f:
-        f.write(hf_tokenizer_json(enc))
-    weights = os.path.join(d, 'model.safetensors')
-    save_file(hf_state_dict(model), weights, metadata={'format': 'pt'})
-    os.chmod(weights, os.stat(os.path.join(d, 'config.json')).st_mode)  # safetensors makes it owner-only
+        rundir.write_json(os.path.join(d, name), obj)
+    rundir.write_text(os.path.join(d, 'tokenizer.json'), hf_tokenizer_json(enc))
+    with rundir.atomic_open(os.path.join(d, 'model.safetensors'), 'wb') as f:
+        f.write(save(hf_state_dict(model), metadata={'format': 'pt'}))  # transformers wants format 'pt'
 
 
 @torch.no_grad()
@@ -269,19 +267,15 @@ if __name__ == '__main__':
     overwrite = False       # write into a non-empty directory that is not an earlier export (its other files stay)
     # -----------------------------------------------------------------------------
     from configurator import configure
-    from eval import checkpoint_path
     from model import GPT
-    configure(globals())
-    path = checkpoint_path(out_dir, ckpt)
-    model, checkpoint = GPT.from_checkpoint(path)  # one-line exits for a missing or damaged file
+    configure(globals())  # from here on, a ValueError / OSError ends the script with its one-line message
+    path = rundir.find_checkpoint(out_dir, ckpt)
+    model, checkpoint = GPT.from_checkpoint(path)  # one-line errors for a damaged file
     if 'tokenizer' not in checkpoint:
-        raise SystemExit(f"{path} records no tokenizer; it wasn't written by this repo's train.py")
+        raise ValueError(f"{path} records no tokenizer; it wasn't written by this repo's train.py")
     enc = tokenizer.from_state(checkpoint['tokenizer'])
     export_dir = export_dir or os.path.join(out_dir, 'hf')
-    try:
-        worst = export(model, enc, export_dir, overwrite=overwrite, verify=verify, source=path)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    worst = export(model, enc, export_dir, overwrite=overwrite, verify=verify, source=path)
     kind = 'LlamaForCausalLM' if family(model.config) == 'llama' else 'GPT2LMHeadModel'
     checked = f'; max |logit difference| vs ours {worst:.1e}' if worst is not None else ''
     print(f'exported {path} ({model.num_params() / 1e6:.2f}M params, vocab {model.config.vocab_size}) '
