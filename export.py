@@ -102,14 +102,14 @@ def hf_state_dict(model):
     if fam == 'llama':
         sd['model.embed_tokens.weight'] = own(model.wte.weight[:V])  # drop the padding rows
         for i, b in enumerate(model.blocks):
-            p, qkv_sizes = f'model.layers.{i}.', [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim]
+            p, qkv_sizes = f'model.layers.{i}.', [c.n_head * c.head_dim] + [c.kv_heads * c.head_dim] * 2
             for kind in ('weight', 'bias') if c.bias else ('weight',):
                 q, k, v = getattr(b.attn.qkv, kind).split(qkv_sizes)  # query heads, key heads, value heads
                 value, gate = getattr(b.mlp.up, kind).chunk(2)  # MLP.forward: value * silu(gate)
-                sd |= {p + f'self_attn.q_proj.{kind}': own(q), p + f'self_attn.k_proj.{kind}': own(k),
-                       p + f'self_attn.v_proj.{kind}': own(v), p + f'self_attn.o_proj.{kind}': own(getattr(b.attn.proj, kind)),
-                       p + f'mlp.up_proj.{kind}': own(value), p + f'mlp.gate_proj.{kind}': own(gate),
-                       p + f'mlp.down_proj.{kind}': own(getattr(b.mlp.down, kind))}
+                for name, t in (('self_attn.q_proj', q), ('self_attn.k_proj', k), ('self_attn.v_proj', v),
+                                ('self_attn.o_proj', getattr(b.attn.proj, kind)), ('mlp.up_proj', value),
+                                ('mlp.gate_proj', gate), ('mlp.down_proj', getattr(b.mlp.down, kind))):
+                    sd[f'{p}{name}.{kind}'] = own(t)
             sd[p + 'input_layernorm.weight'] = own(b.norm1.weight)
             sd[p + 'post_attention_layernorm.weight'] = own(b.norm2.weight)
         sd['model.norm.weight'] = own(model.norm_f.weight)
@@ -169,7 +169,7 @@ def write_files(model, enc, d, source=''):
         'config.json': hf_config(model, eot) | {'exported_by': f'tinystories-gpt export.py from {source}'},
         'generation_config.json': dict(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot),
         'tokenizer_config.json': dict(tokenizer_class='PreTrainedTokenizerFast', model_max_length=c.block_size,
-                                      model_input_names=['input_ids', 'attention_mask'],  # Llama takes no token_type_ids
+                                      model_input_names=['input_ids', 'attention_mask'],  # no token_type_ids
                                       clean_up_tokenization_spaces=False, **special),
         'special_tokens_map.json': special}
     for name, obj in files.items():
@@ -186,14 +186,15 @@ def check_export(model, enc, d, max_diff=1e-4):
     Raises ImportError when transformers is not installed."""
     text = ("Once upon a time, Lily's dog ran 123 m in 4.5 s!<|endoftext|>  Two  spaces,\n\n\nnewlines,\ttabs, "
             "café, naïve, 日本語, emoji 🙂🐶, and <|endoftext|> again.   \n")
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')  # a local directory; never wait on the network
     import transformers
     transformers.utils.logging.disable_progress_bar()  # one line per export, not a loading bar
     old = int(transformers.__version__.split('.')[0]) < 5  # 4.x spells the dtype argument torch_dtype
+    local = dict(local_files_only=True)  # a local directory: never wait on the network
     hf = transformers.AutoModelForCausalLM.from_pretrained(d, **{'torch_dtype' if old else 'dtype': torch.float32},
-                                                           attn_implementation='eager').eval()
-    hf_tok = transformers.AutoTokenizer.from_pretrained(d)
-    ours_ids, hf_ids = enc.encode(text, allowed_special='all'), hf_tok(text, verbose=False)['input_ids']  # verbose: longer than block_size is fine
+                                                           attn_implementation='eager', **local).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(d, **local)
+    # verbose=False: no warning that the text is longer than block_size, which is fine here
+    ours_ids, hf_ids = enc.encode(text, allowed_special='all'), hf_tok(text, verbose=False)['input_ids']
     if hf_ids != ours_ids or hf_tok.decode(hf_ids) != text:
         raise ValueError(f'export: the exported tokenizer disagrees with ours on {text[:30]!r}...: '
                          f'ids {hf_ids[:12]}... vs {ours_ids[:12]}...; please report it')

@@ -70,7 +70,7 @@ def test_exported_model_gives_our_logits_and_greedy_tokens(exports, name):
     assert (ours - theirs).abs().max() <= 1e-4
     ours = model.generate(x[:, :8], 20, temperature=0, eos_id=eot)
     theirs = hf.generate(x[:, :8], attention_mask=torch.ones_like(x[:, :8]), max_new_tokens=20, do_sample=False)
-    assert theirs.tolist() == ours.tolist()
+    assert theirs.tolist() == ours.tolist() and ours.size(1) == 8 + 20  # no early <|endoftext|>: all 20 compared
 
 
 @pytest.mark.parametrize('name', ['llama-gqa-tied', 'gpt2-bias'])  # our BPE, GPT-2's BPE
