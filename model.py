@@ -371,9 +371,10 @@ class GPT(nn.Module):
         return self.norm_f(x)
 
     def _logits(self, x):
-        logits = self.lm_head(x)[..., :self.config.vocab_size]  # the padded ids can never be emitted
-        c = self.config.logit_softcap  # [13]: a smooth clip into (-c, c); near 0 it leaves logits as they are
-        return c * torch.tanh(logits.float() / c) if c else logits
+        c = self.config.logit_softcap  # [13]: c * tanh(logits / c), a smooth clip into (-c, c), near 0 the identity;
+        # the head is linear, so dividing its (B, T, C) input saves a pass over the (B, T, V) logits
+        logits = self.lm_head(x / c if c else x)[..., :self.config.vocab_size]  # the padded ids can never be emitted
+        return c * torch.tanh(logits.float()) if c else logits
 
     def forward(self, idx, targets=None):
         T = idx.size(1)

@@ -317,7 +317,7 @@ def test_soft_capped_logits_stay_inside_the_cap(c):
     model.config.logit_softcap = 0.0  # the same weights, uncapped
     raw, _ = model(idx, idx)
     assert raw.abs().max() > 50 * c and logits.abs().max() <= c
-    torch.testing.assert_close(logits, c * torch.tanh(raw / c))
+    torch.testing.assert_close(logits, c * torch.tanh(raw / c), atol=1e-4, rtol=1e-4)  # raw logits near 1e4: fp32
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.reshape(-1, 50), idx.view(-1)))
     torch.testing.assert_close(last[:, 0], logits[:, -1])
 
