@@ -1,5 +1,5 @@
 """Properties of model.py: shapes and causality for every architecture option, the two attention paths agree,
-the KV cache changes nothing but speed, generation/beam search/sampling rules, parameter counts, checkpoints."""
+the KV cache changes nothing but speed, generation/sampling rules, parameter counts, checkpoints."""
 import itertools
 import math
 import sys
@@ -221,38 +221,6 @@ def test_generation_stops_at_eos():
     assert not hit[:, :-1].all(0).any()  # it stopped at the first step where all rows had finished
 
 
-def test_beam_width_one_is_greedy():
-    """beam_search with beam_width=1 returns exactly the greedy continuation, with and without an eos."""
-    model = build(pos='rope')
-    prompt = torch.randint(0, 50, (1, 5))
-    greedy = model.generate(prompt, 30, temperature=0)
-    assert torch.equal(model.beam_search(prompt, 30, 1), greedy)
-    eos = greedy[0, 12].item()
-    assert torch.equal(model.beam_search(prompt, 30, 1, eos_id=eos), model.generate(prompt, 30, temperature=0, eos_id=eos))
-
-
-@pytest.mark.parametrize('block_size', [8, 5])
-def test_wide_beam_finds_the_most_probable_continuation(block_size):
-    """A beam as wide as all 2-token prefixes keeps every candidate, so over 3 new tokens it returns the exact
-    argmax of the joint log-probability of all 12^3 continuations. Block 8 checks that cache rows follow their
-    beams; block 5 also slides the window (it keeps the newest 2 tokens once a 6th arrives). Weights are scaled
-    up so each token's distribution depends strongly on its context (a stale cache row then shows)."""
-    conts = torch.tensor(list(itertools.product(range(12), repeat=3)))  # (1728, 3)
-    for seed in range(4):
-        model = build(pos='learned', vocab_size=12, block_size=block_size, seed=seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.mul_(6)
-        prompt = torch.randint(0, 12, (1, 4))
-        best = model.beam_search(prompt, 3, beam_width=144)
-        seqs = torch.cat([prompt.expand(len(conts), 4), conts], 1)
-        logp = 0
-        for n in range(4, 7):  # each step's distribution, from the same window the generator uses
-            window = seqs[:, :n] if n <= block_size else seqs[:, n - block_size // 2:n]
-            logp = logp + torch.log_softmax(model(window)[0][:, -1], -1).gather(1, seqs[:, n:n + 1])[:, 0]
-        assert torch.equal(best[0], seqs[logp.argmax()])
-
-
 def test_sampling_rules():
     """temperature 0 and top_k=1 are argmax; top_p keeps the smallest set of tokens reaching p (always the top
     one); the padded vocabulary is never emitted; a seeded generator reproduces samples."""
@@ -308,7 +276,7 @@ def test_seed_001_parameter_count_matches_hand_count():
     22,696,448 parameters (seed: ~23M); the vocab padding to 10,048 rows is not counted; FLOPs follow 6N + 12LTC."""
     c = GPTConfig(vocab_size=10_000, block_size=256, n_layer=4, n_head=16, n_embd=512, pos='rope', act='swiglu',
                   norm='rmsnorm', tie_weights=False)
-    assert c.hidden == 1344 and c.padded_vocab == 10_048
+    assert c.mlp_width == 1344 and c.padded_vocab == 10_048
     model = GPT(c)
     per_layer = 4 * 512 * 512 + 3 * 512 * 1344 + 2 * 512  # q,k,v,out; up,gate,down; two RMSNorm gains
     assert model.num_params() == 4 * per_layer + 512 + 2 * 10_000 * 512 == 22_696_448
@@ -358,7 +326,7 @@ def test_bad_generation_arguments_exit_with_one_line():
     idx = torch.zeros(1, 3, dtype=torch.long)
     for call in (lambda: model.generate(idx, 5, temperature=-1), lambda: model.generate(idx, 5, top_p=0.0),
                  lambda: model.generate(idx, 5, top_k=0), lambda: model.generate(idx[:, :0], 5),
-                 lambda: model(torch.zeros(1, 17, dtype=torch.long)), lambda: model.beam_search(idx.expand(2, 3), 5, 2)):
+                 lambda: model(torch.zeros(1, 17, dtype=torch.long))):
         with pytest.raises(SystemExit) as e:
             call()
         assert isinstance(e.value.code, str) and '\n' not in e.value.code
