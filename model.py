@@ -135,8 +135,8 @@ class Norm(nn.Module):
     def forward(self, x):
         if self.kind == 'layernorm':
             return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
-        xf = x.float()  # x / sqrt(mean(x^2) + eps) * gain [5], in fp32 even under autocast
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).type_as(x) * self.weight
+        # x / sqrt(mean(x^2) + eps) * gain [5], in fp32 even under autocast; one call rather than five small ops
+        return F.rms_norm(x.float(), self.weight.shape, eps=1e-6).type_as(x) * self.weight
 
 
 def make_norm(config):
@@ -144,18 +144,21 @@ def make_norm(config):
 
 
 def rope_tables(head_dim, block_size, theta):
-    """cos and sin of the rotation angles [4], each (block_size, 1, head_dim/2): position p turns pair i by
-    p * theta^(-2i/head_dim). The 1 broadcasts over heads."""
+    """The rotation angles' cos and sin [4] as apply_rope uses them, each (block_size, 1, head_dim): position p
+    turns pair i by p * theta^(-2i/head_dim). Pair i is dimensions i and i + head_dim/2, so each half holds every
+    angle once, and sin carries the rotation's sign: -sin in the first half, +sin in the second. The 1 broadcasts
+    over heads."""
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.outer(torch.arange(block_size, dtype=torch.float64), inv_freq)[:, None, :]
-    return angles.cos().float(), angles.sin().float()
+    return torch.cat((angles.cos(), angles.cos()), -1).float(), torch.cat((-angles.sin(), angles.sin()), -1).float()
 
 
 def apply_rope(x, cos, sin):
-    """Rotate x (B, T, H, hd) by the angles of its positions, cos/sin (T, 1, hd/2). Dimension i is paired with
-    i + hd/2 (not 2i with 2i+1): the same rotation as [4] in a permuted basis, with no strided indexing."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # rotate in fp32 even under autocast: angles need the precision
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+    """Rotate x (B, T, H, hd) by the angles of its positions, cos/sin (T, 1, hd) from rope_tables. Dimension i is
+    paired with i + hd/2 (not 2i with 2i+1): the same rotation as [4] in a permuted basis, with no strided
+    indexing: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), where rolling x by hd/2 swaps the halves."""
+    xf = x.float()  # rotate in fp32 even under autocast: angles need the precision
+    return (xf * cos + xf.roll(x.size(-1) // 2, dims=-1) * sin).type_as(x)
 
 
 def sinusoid_table(block_size, dim):
@@ -425,19 +428,19 @@ class GPT(nn.Module):
         fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), **({'fused': True} if fused else {}))
 
-    def decode_step(self, idx, positions, caches):
-        """Logits (B, V) of the token after idx (B, 1): one new token per row, at window position positions (1,),
+    def decode_step(self, tokens, positions, caches):
+        """Logits (B, V) of the token after tokens (B,): one new token per row, at window position positions (1,),
         whose predecessors' keys and values are in caches. It always reads all block_size cache slots (the mask
         hides those past the position), so every call has the same shapes: torch.compile builds it once
         (compile_decoding) and CUDA graphs can replay it."""
         mask = causal_mask(positions, self.config.block_size)  # (1, block_size), built once for all layers
-        return self._logits(self._trunk(idx, positions, mask, caches)[:, -1])
+        return self._logits(self._trunk(tokens[:, None], positions, mask, caches)[:, -1])
 
-    def compile_decoding(self, mode=None):
+    def compile_decoding(self, mode=None, backend='inductor'):
         """Replace decode_step by its torch.compile'd version: its fixed shapes compile once per batch size.
         On CUDA, mode='reduce-overhead' records the step as a CUDA graph replayed for every token, which removes
         the per-kernel launch cost that dominates batch-1 decoding of a small model."""
-        self.decode_step = torch.compile(self.decode_step, mode=mode, fullgraph=True, dynamic=False)
+        self.decode_step = torch.compile(self.decode_step, mode=mode, backend=backend, fullgraph=True, dynamic=False)
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,
@@ -516,7 +519,7 @@ class Window:
         window = self.seq[:, self.start:]
         T = window.size(1)
         if self.cached:  # only the newest token goes through the model
-            return self.model.decode_step(window[:, -1:], torch.tensor([T - 1], device=window.device), self.caches)
+            return self.model.decode_step(self.newest, torch.tensor([T - 1], device=window.device), self.caches)
         positions = torch.arange(T, device=window.device)  # (re)fill the cache from the whole window, or no cache
         mask = causal_mask(positions, T) if self.caches is not None else None  # None: causal among the window
         self.cached = self.caches is not None
@@ -529,7 +532,7 @@ class Window:
             self.seq = self.seq[rows]
             for cache in self.caches or []:
                 cache.reorder(rows)
-        self.seq = torch.cat((self.seq, tokens[:, None]), dim=1)
+        self.seq, self.newest = torch.cat((self.seq, tokens[:, None]), dim=1), tokens
         if self.seq.size(1) - self.start > self.block_size:  # slide, and refill the cache next time
             self.start, self.cached = self.seq.size(1) - max(1, self.block_size // 2), False
 

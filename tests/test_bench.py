@@ -25,7 +25,7 @@ def test_train_config_sets_the_shape_and_every_figure_is_positive_and_consistent
     cfg.write_text("out_dir = 'out-never-used'\nmax_iters = 5000\neval_interval = 100\n"
                    "n_layer = 1\nn_head = 2\nn_embd = 32\nblock_size = 32\nbatch_size = 2\n")
     trace = tmp_path / 'trace.json'
-    r, p = bench(tmp_path, cfg, '--vocab_size=128', '--sample_tokens=8', f'--profile={trace}')
+    r, p = bench(tmp_path, cfg, '--vocab_size=128', '--sample_tokens=8', '--sample_batches=(1, 3)', f'--profile={trace}')
 
     assert r['model_args']['n_layer'] == 1 and r['model_args']['n_embd'] == 32
     assert r['model_args']['vocab_size'] == 128 and r['model_args']['block_size'] == 32
@@ -47,11 +47,18 @@ def test_train_config_sets_the_shape_and_every_figure_is_positive_and_consistent
 
     s = r['sample']
     assert s['new_tokens'] == 8 and s['cached_tokens_per_s'] > 0 and s['uncached_tokens_per_s'] > 0
-    assert isinstance(s['same_tokens'], bool)
+    assert s['same_tokens'] is True  # greedy with and without the cache: the same tokens
+    assert math.isclose(s['ms_per_token'], 1000 / s['cached_tokens_per_s'], rel_tol=1e-6)
+    assert s['cached_tokens_per_s'] >= s['cached_tokens_per_s_median'] and len(s['runs_s']) == 3
+    assert s['weight_bytes_per_token'] == r['params_non_embedding'] * 4 and s['copy_bandwidth'] > 0
+    assert math.isclose(s['roofline_tokens_per_s'], s['copy_bandwidth'] / s['weight_bytes_per_token'], rel_tol=1e-6)
+    parts = s['breakdown_ms_per_token']
+    assert 'outside ops' in parts and all(v >= 0 for v in parts.values()) and sum(parts.values()) > 0
+    assert set(s['batched_tokens_per_s']) == {'1', '3'} and all(v > 0 for v in s['batched_tokens_per_s'].values())
 
     assert r['profile'] == str(trace) and 'traceEvents' in json.loads(trace.read_text())
     assert not list(tmp_path.rglob('*.tmp*'))  # atomic writes leave no temporary files behind
-    assert 'tokens/s' in p.stdout and 'MFU' in p.stdout and 'KV cache' in p.stdout
+    assert 'tokens/s' in p.stdout and 'MFU' in p.stdout and 'roofline' in p.stdout and 'batched' in p.stdout
 
 
 def test_real_data_takes_the_vocab_from_meta_json(tmp_path):
@@ -66,6 +73,14 @@ def test_real_data_takes_the_vocab_from_meta_json(tmp_path):
     assert r['model_args']['vocab_size'] == 300
     assert r['data'] == str(data / 'train.bin') and r['sample'] is None
     assert r['train']['tokens_per_s'] > 0 and math.isfinite(r['train']['loss_last'])
+
+
+def test_steps_0_benchmarks_decoding_only(tmp_path):
+    """--steps=0 skips training: the JSON has no training figures and still every decoding one."""
+    r, p = bench(tmp_path, '--steps=0', '--sample_tokens=4', '--sample_batches=(2,)', '--n_layer=1', '--n_head=2',
+                 '--n_embd=32', '--block_size=16', '--vocab_size=64')
+    assert r['train'] is None and 'MFU' not in p.stdout
+    assert r['sample']['cached_tokens_per_s'] > 0 and set(r['sample']['batched_tokens_per_s']) == {'2'}
 
 
 @pytest.mark.parametrize('case', ['missing_bin', 'missing_meta'])

@@ -194,6 +194,40 @@ def test_kv_cache_sampling_equals_recomputation_with_same_generator():
     assert torch.equal(*runs)
 
 
+def test_compiled_decode_step_equals_recomputation_without_recompiling():
+    """The one-token decode step compiles as one graph (fullgraph, static shapes), and generation through it
+    equals full recomputation; later tokens, slides, new prompts and new caches never recompile it. Dynamo's
+    eager backend checks the capture in seconds; inductor's code generation is left to bench.py."""
+    model = build(pos='rope', n_kv_head=2)
+    model.compile_decoding(backend='eager')
+    prompt = torch.randint(0, 50, (2, 3))
+    model.generate(prompt, 2, temperature=0)  # the one compile
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for prompt in (prompt, torch.randint(0, 50, (2, 9))):
+            assert torch.equal(model.generate(prompt, 40, temperature=0),
+                               model.generate(prompt, 40, temperature=0, use_cache=False))
+
+
+def test_batched_rows_equal_rows_decoded_alone():
+    """A batch of copies of one prompt, each row drawing from its own generator, gives each row exactly the
+    tokens it gets decoded alone with that generator (sample.py's num_samples), also with per-row eos stops."""
+    model = build(pos='learned')
+    prompt = torch.randint(0, 50, (1, 4))
+    for kw in (dict(temperature=1.2, top_k=20), dict(temperature=1.0, top_p=0.9, eos_id=7)):
+        batch = model.generate(prompt.expand(5, 4), 30, generator=[torch.Generator().manual_seed(s) for s in range(5)], **kw)
+        for s in range(5):
+            alone = model.generate(prompt, 30, generator=torch.Generator().manual_seed(s), **kw)[0]
+            row = batch[s, :len(alone)]
+            assert torch.equal(row, alone)
+            assert (batch[s, len(alone):] == kw.get('eos_id', -1)).all()  # a stopped row only repeats eos
+
+
+def test_attention_layers_hold_no_block_size_squared_mask():
+    """No (block_size, block_size) causal-mask buffer per layer: the model's buffers are only its position tables."""
+    model = GPT(GPTConfig(block_size=1024, n_layer=12, n_head=4, n_embd=64))
+    assert sum(b.numel() for b in model.buffers()) == 2 * 1024 * (64 // 4)  # rope cos and sin
+
+
 def test_generate_stream_matches_generate():
     """generate_stream yields one (B,) tensor per step; stacked after the prompt they are generate's output."""
     model = build()
@@ -238,6 +272,28 @@ def test_sampling_rules():
         model.lm_head.weight[50:] = 100.0  # make the 14 padding ids overwhelmingly likely if they leaked
     out = model.generate(torch.randint(0, 50, (8, 2)), 30, temperature=2.0, generator=g)
     assert out.max() < 50 and model(out[:, :16])[0].size(-1) == 50
+
+
+def test_top_p_equals_the_full_sort_nucleus():
+    """top_p, which sorts only the likeliest tokens (widening until every row's nucleus fits), draws exactly the
+    tokens the textbook full sort draws from the same uniform numbers: peaked rows, flat rows whose nucleus
+    holds hundreds of tokens, and both in one batch."""
+    def full_sort(logits, p, generator):
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        sorted_logits = sorted_logits.masked_fill(probs.cumsum(dim=-1) - probs >= p, float('-inf'))
+        cdf = logits.scatter(-1, order, sorted_logits).softmax(dim=-1).cumsum(dim=-1)
+        u = torch.minimum(torch.rand(len(logits), 1, generator=generator) * cdf[:, -1:],
+                          torch.nextafter(cdf[:, -1:], torch.zeros(1)))
+        return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+
+    torch.manual_seed(0)
+    peaked, flat = torch.randn(8, 5000) * 4, torch.randn(8, 5000) * 0.1
+    for logits in (peaked, flat, torch.cat((peaked, flat))):
+        for p in (0.1, 0.5, 0.9, 0.99):
+            for seed in range(3):
+                got = sample_next(logits, 1.0, top_p=p, generator=torch.Generator().manual_seed(seed))
+                assert torch.equal(got, full_sort(logits, p, torch.Generator().manual_seed(seed)))
 
 
 def test_config_round_trip_and_errors():

@@ -146,6 +146,16 @@ def test_sample_i_is_the_models_draw_with_seed_plus_i(monkeypatch, capsys, tiny_
         assert story == '“Mom' + enc.decode(new)
 
 
+def test_batched_streamed_and_single_stories_are_the_same(monkeypatch, capsys, tiny_ckpt):
+    """num_samples stories decoded as one batch equal the same stories streamed one at a time (--stream=True),
+    and story i does not depend on num_samples: each row draws from its own generator, seeded seed + i."""
+    args = ['--start=Once upon a time', '--temperature=1.0', '--seed=5', '--max_new_tokens=60']
+    batched = sample(monkeypatch, capsys, tiny_ckpt, *args, '--num_samples=4')
+    assert len(set(batched)) == 4
+    assert sample(monkeypatch, capsys, tiny_ckpt, *args, '--num_samples=4', '--stream=True') == batched
+    assert sample(monkeypatch, capsys, tiny_ckpt, *args, '--num_samples=2') == batched[:2]
+
+
 def test_characters_split_across_tokens_print_whole(monkeypatch, capsys, tiny_ckpt):
     """The 512-token BPE spells “ ’ and ☃ as several byte tokens: streamed one token at a time, each must
     still print as one character, not as replacement marks. The model's stream is scripted here."""
