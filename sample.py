@@ -28,7 +28,6 @@ Stories go to stdout and everything else to stderr, so `python sample.py > stori
 import codecs
 import os
 import sys
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +48,7 @@ top_p = 1.0             # 1.0 = off
 beam_width = 1          # > 1 = beam search
 seed = 1337
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
-dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'  # of the weights and activations
 compile = torch.cuda.is_available()  # torch.compile the decoding step (CUDA graphs on a GPU); on a CPU its compile
                                      # time outweighs what it saves for a few stories: README's measured table
 interactive = False     # read prompts from stdin, one per line, until EOF
@@ -169,11 +168,11 @@ if __name__ == '__main__':
     enc = tokenizer.from_state(checkpoint['tokenizer'])
     eot = enc.eot_token
     block_size = checkpoint['model_args']['block_size']
-    model.eval()
+    # Decoding reads every weight once per token, so cast the weights to dtype once here: autocast would re-cast
+    # every matrix for every token. (The position tables are cast too; computed in float64, they lose only bits.)
+    model.eval().to({'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype])
     if compile:  # generation runs the one-token step, not model.forward: compile that, over its fixed shapes
         model.compile_decoding(mode='reduce-overhead' if device_type == 'cuda' else None)
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-    ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
     sampling = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None,
                     eos_id=eot if stop_at_eot else None)
 
@@ -202,12 +201,10 @@ if __name__ == '__main__':
         # story i draws from its own generator seeded seed + i: the same story alone, streamed or batched
         generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(num_samples)]
         if beam_width > 1:
-            with ctx:
-                y = beam_search(model, x, max_new_tokens, beam_width, eos_id=sampling['eos_id'])
+            y = beam_search(model, x, max_new_tokens, beam_width, eos_id=sampling['eos_id'])
             print(text + story(y[0, len(ids):].tolist()), end='\n---------------\n', flush=True)
         elif num_samples > 1 and not stream:
-            with ctx:
-                y = model.generate(x.expand(num_samples, -1), max_new_tokens, generator=generators, **sampling)
+            y = model.generate(x.expand(num_samples, -1), max_new_tokens, generator=generators, **sampling)
             for row in y[:, len(ids):].tolist():
                 print(text + story(row), end='\n---------------\n', flush=True)
         else:
@@ -217,13 +214,12 @@ if __name__ == '__main__':
                 # A token may end inside a multi-byte character: decode bytes incrementally, so the
                 # character prints whole once its last byte arrives, instead of as two replacement marks.
                 utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace')
-                with ctx:
-                    for tok in model.generate_stream(x, max_new_tokens, generator=g, **sampling):
-                        t = tok.item()
-                        if stop_at_eot and t == eot:
-                            break
-                        sys.stdout.write(utf8.decode(enc.decode_single_token_bytes(t)))
-                        sys.stdout.flush()
+                for tok in model.generate_stream(x, max_new_tokens, generator=g, **sampling):
+                    t = tok.item()
+                    if stop_at_eot and t == eot:
+                        break
+                    sys.stdout.write(utf8.decode(enc.decode_single_token_bytes(t)))
+                    sys.stdout.flush()
                 sys.stdout.write(utf8.decode(b'', final=True) + '\n---------------\n')
                 sys.stdout.flush()
 
