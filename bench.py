@@ -292,7 +292,7 @@ sample = None
 if sample_tokens:
     model.eval().to(ptdtype)
     if compile:
-        model.compile_decoding(mode='reduce-overhead' if device_type == 'cuda' else None)
+        model.compile_decoding()
     prompt = torch.full((1, 1), start_id, dtype=torch.long, device=device)
 
     def decode(batch, n, use_cache=True, temperature=0.0):

@@ -193,9 +193,8 @@ class KVCache:
         if self.k is None:  # allocated on first use so dtype/device follow the activations (autocast included)
             shape = (k.size(0), k.size(1), self.block_size, k.size(3))
             self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)  # zeros, not empty: 0 * NaN would poison softmax
-            if k.is_cuda:  # CUDA graphs (compiled decoding) may then keep these addresses across steps
-                torch._dynamo.mark_static_address(self.k)
-                torch._dynamo.mark_static_address(self.v)
+            for buffer in (self.k, self.v):  # so CUDA graphs of the compiled step read them in place, uncopied
+                torch._dynamo.mark_static_address(buffer)
         self.k.index_copy_(2, positions, k)
         self.v.index_copy_(2, positions, v)
         return self.k, self.v
@@ -436,11 +435,15 @@ class GPT(nn.Module):
         mask = causal_mask(positions, self.config.block_size)  # (1, block_size), built once for all layers
         return self._logits(self._trunk(tokens[:, None], positions, mask, caches)[:, -1])
 
-    def compile_decoding(self, mode=None, backend='inductor'):
-        """Replace decode_step by its torch.compile'd version: its fixed shapes compile once per batch size.
-        On CUDA, mode='reduce-overhead' records the step as a CUDA graph replayed for every token, which removes
-        the per-kernel launch cost that dominates batch-1 decoding of a small model."""
-        self.decode_step = torch.compile(self.decode_step, mode=mode, backend=backend, fullgraph=True, dynamic=False)
+    def compile_decoding(self, backend='inductor'):
+        """Replace decode_step by its torch.compile'd version; its fixed shapes compile once per batch size. On CUDA
+        the step is recorded as a CUDA graph (mode='reduce-overhead') and replayed for every token, which removes
+        the kernel launches that dominate batch-1 decoding of a small model; on a CPU the step's fused kernels are
+        called from generated C++ (cpp_wrapper) instead of Python. Call it after moving the model to its device."""
+        kw = {}
+        if backend == 'inductor':
+            kw = dict(mode='reduce-overhead') if self.lm_head.weight.is_cuda else dict(options={'cpp_wrapper': True})
+        self.decode_step = torch.compile(self.decode_step, backend=backend, fullgraph=True, dynamic=False, **kw)
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,

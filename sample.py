@@ -172,7 +172,7 @@ if __name__ == '__main__':
     # every matrix for every token. (The position tables are cast too; computed in float64, they lose only bits.)
     model.eval().to({'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype])
     if compile:  # generation runs the one-token step, not model.forward: compile that, over its fixed shapes
-        model.compile_decoding(mode='reduce-overhead' if device_type == 'cuda' else None)
+        model.compile_decoding()
     sampling = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None,
                     eos_id=eot if stop_at_eot else None)
 
