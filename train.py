@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import tokenizer
 from model import GPT, GPTConfig, check_device, peak_flops
+from rundir import read_metrics
 
 # -----------------------------------------------------------------------------
 # settings (defaults: a small Llama-style model on the prepared TinyStories data)
@@ -355,12 +356,15 @@ def save_checkpoint(names):
 
 
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+train_time = 0.0  # seconds spent in training steps, evaluation and checkpointing excluded: records' 'time'
 if master and not eval_only:  # eval_only prints and leaves out_dir alone
     os.makedirs(out_dir, exist_ok=True)
     kept = []
     if ckpt is not None and os.path.exists(metrics_path):  # drop records a crash left after the checkpoint
-        with open(metrics_path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)['iter'] <= iter_num]
+        kept = [r for r in read_metrics(metrics_path)  # and an earlier end: this run goes on past it
+                if r['iter'] <= iter_num and r['kind'] not in ('done', 'diverged')]
+        train_time = max([r['time'] for r in kept if 'time' in r], default=0.0)  # the clock goes on from there
+        kept = [json.dumps(r) + '\n' for r in kept]
     with open(metrics_path + '.tmp', 'w') as f:
         f.writelines(kept)
     os.replace(metrics_path + '.tmp', metrics_path)
@@ -417,7 +421,7 @@ while True:
         log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {val_loss:.4f}, "
             f"val ppl {ppl:.2f}, val bpb {bpb:.4f}")
         if master and not eval_only:
-            record({'kind': 'eval', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter,
+            record({'kind': 'eval', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'time': train_time,
                     'train_loss': losses['train'], 'val_loss': val_loss, 'val_ppl': ppl, 'val_bpb': bpb})
         if eval_only:
             break
@@ -434,6 +438,7 @@ while True:
         break
 
     # one optimizer step over the global batch
+    t_step = time.time()
     lr = get_lr(iter_num + 1)
     for group in optimizer.param_groups:
         group['lr'] = lr
@@ -459,6 +464,9 @@ while True:
     loss_value, stop = status.tolist()
     loss_value, stop = loss_value / world_size, stop > 0
     if not math.isfinite(loss_value):
+        if master:
+            record({'kind': 'diverged', 'iter': iter_num + 1, 'tokens': (iter_num + 1) * tokens_per_iter,
+                    'time': train_time + time.time() - t_step, 'loss': loss_value})
         raise SystemExit(f"step {iter_num + 1}: the loss is {loss_value}; stopped before the update, "
                          + (f"{out_dir}/last.pt still holds iteration {saved_iter}" if saved_iter is not None
                             else "no checkpoint was written") +
@@ -470,6 +478,7 @@ while True:
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     iter_num += 1
+    train_time += time.time() - t_step
     iters_since_log += 1
 
     if iter_num % log_interval == 0 or iter_num == max_iters or stop:
@@ -485,8 +494,8 @@ while True:
                 if sec_per_iter else ''
             print(f"iter {iter_num}/{max_iters}: loss {loss_value:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
                   f"{tok_s:,.0f} tok/s, mfu {mfu * 100:.2f}%{eta}", flush=True)
-            record({'kind': 'train', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'loss': loss_value,
-                    'lr': lr, 'ms': dt * 1000, 'tok_s': tok_s, 'mfu': mfu})
+            record({'kind': 'train', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'time': train_time,
+                    'loss': loss_value, 'lr': lr, 'ms': dt * 1000, 'tok_s': tok_s, 'mfu': mfu})
     if stop:
         save_checkpoint(['last.pt'])
         log(f"stopped at iteration {iter_num}; saved {out_dir}/last.pt (continue with --init_from=resume)")
@@ -496,6 +505,9 @@ if not eval_only and saved_iter != iter_num:
     save_checkpoint(['last.pt'])
     log(f"saved last.pt to {out_dir}")
 if master and not eval_only:
+    if stop_signal is None:  # a normal end (a stopped run has more to do): sweep.py skips such a run
+        record({'kind': 'done', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'time': train_time,
+                'reason': 'max_iters'})
     metrics_file.close()
     if wandb_log:
         wandb.finish()

@@ -56,7 +56,7 @@ def test_eval_metrics_are_consistent_with_the_data(short_run, tiny_data):
     meta = json.loads((tiny_data / 'meta.json').read_text())
     bytes_per_token = meta['splits']['val']['bytes'] / meta['splits']['val']['tokens']
     for r in records(short_run, 'eval'):
-        assert set(r) == {'kind', 'iter', 'tokens', 'train_loss', 'val_loss', 'val_ppl', 'val_bpb'}
+        assert set(r) == {'kind', 'iter', 'tokens', 'time', 'train_loss', 'val_loss', 'val_ppl', 'val_bpb'}
         assert r['val_ppl'] == pytest.approx(math.exp(r['val_loss']))
         assert r['val_bpb'] == pytest.approx(r['val_loss'] / math.log(2) / bytes_per_token)
         assert r['tokens'] == r['iter'] * 8 * 64  # steps x batch_size x block_size
@@ -66,13 +66,16 @@ def test_exactly_max_iters_optimizer_steps_with_the_scheduled_lr(short_run):
     """Train records for iterations 1..20, a checkpoint at 20, and AdamW's own step counter at 20 (not 21)."""
     steps = records(short_run, 'train')
     assert [r['iter'] for r in steps] == list(range(1, 21))
-    assert set(steps[0]) == {'kind', 'iter', 'tokens', 'loss', 'lr', 'ms', 'tok_s', 'mfu'}
+    assert set(steps[0]) == {'kind', 'iter', 'tokens', 'time', 'loss', 'lr', 'ms', 'tok_s', 'mfu'}
     ckpt = torch.load(short_run / 'last.pt', weights_only=True)
     assert ckpt['iter_num'] == 20
     assert {int(s['step']) for s in ckpt['optimizer']['state'].values()} == {20}
     lr = {r['iter']: r['lr'] for r in steps}  # linear warmup to the peak at step 2, cosine down to min_lr at 20
     assert lr[1] == pytest.approx(1.5e-3) and lr[2] == pytest.approx(3e-3) and lr[20] == pytest.approx(3e-4)
     assert all(lr[i] > lr[i + 1] for i in range(2, 20))
+    with open(short_run / 'metrics.jsonl') as f:  # a normal end is the last record: sweep.py skips such a run
+        last = json.loads(f.readlines()[-1])
+    assert last['kind'] == 'done' and last['iter'] == 20 and last['time'] >= steps[-1]['time'] > 0
 
 
 def test_checkpoints_load_safely_and_best_holds_the_lowest_val_loss(short_run, tiny_data):
@@ -103,6 +106,9 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_data, tmp_path):
     train(tiny_data, tmp_path / 'split', '--max_iters=12', '--init_from=resume', *args)
     a, b = records(tmp_path / 'straight', 'train'), records(tmp_path / 'split', 'train')
     assert [r['iter'] for r in b] == list(range(1, 13))
+    times = [r['time'] for r in b]  # training time goes on from the checkpoint's, it does not restart at 0
+    assert times == sorted(times) and times[6] > times[5] > 0
+    assert [r['iter'] for r in records(tmp_path / 'split', 'done')] == [12]  # the end at 6 was not the end
     for ra, rb in zip(a, b):
         assert abs(ra['loss'] - rb['loss']) < 1e-6 and ra['lr'] == rb['lr'], (ra, rb)
     ea = {r['iter']: r['val_loss'] for r in records(tmp_path / 'straight', 'eval')}
@@ -159,6 +165,8 @@ def test_nonfinite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(short
     assert p.returncode != 0
     assert 'Traceback' not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert 'the loss is' in p.stderr and 'last.pt still holds iteration 20' in p.stderr
+    diverged = records(out, 'diverged')
+    assert len(diverged) == 1 and diverged[0]['iter'] > 20 and not math.isfinite(diverged[0]['loss'])
     assert {name: sha(out / name) for name in before} == before
 
 
