@@ -278,10 +278,13 @@ def row(run):
     status = 'running' if run['proc'] is not None else end['kind'] if end else \
         info.get('status') if info.get('status') in ('failed', 'interrupted') else 'interrupted' if recs else 'pending'
     t = progress.get('time') if progress else None
-    tokens = progress['tokens'] if progress else 0
+    iters, tokens = (progress['iter'], progress['tokens']) if progress else (0, 0)
+    if end:  # the end record knows best: a diverged run completed the steps before its failing one
+        iters = end['iter'] - (end['kind'] == 'diverged')
+        tokens, t = iters * run['tokens_per_iter'], end.get('time', t)
     hit = next((r for r in evals if target is not None and r['val_loss'] <= target), None)
     return {'run': run['name'], 'status': status, 'settings': run['settings'], 'params': run['params'],
-            'iters': progress['iter'] if progress else 0, 'max_iters': run['max_iters'], 'tokens': tokens,
+            'iters': iters, 'max_iters': run['max_iters'], 'tokens': tokens,
             'train_time_s': t, 'wall_time_s': info.get('wall'), 'tokens_per_s': tokens / t if t else None,
             'best_val_loss': best and best['val_loss'], 'best_val_bpb': best and best['val_bpb'],
             'best_iter': best and best['iter'], 'final_val_loss': final and final['val_loss'],
@@ -318,18 +321,18 @@ def eta(pending):
 # the summary: a table (Markdown and JSON) and overlaid curves
 
 
-def zoom(ax, values, finals):
-    """y-limits that show where the runs end, not the untrained loss at the start (it dwarfs the differences)."""
-    v = sorted(x for x in values if math.isfinite(x))
+def zoom(ax, values):
+    """y-limits around every value but the untrained start's (it would dwarf the differences between runs)."""
+    v = [y for y in values if math.isfinite(y)]
     if v:
-        lo, hi = v[0], max([v[int(0.75 * (len(v) - 1))]] + [x for x in finals if math.isfinite(x)])
-        pad = 0.06 * (hi - lo) or 0.1
-        ax.set_ylim(lo - pad, hi + pad)
+        pad = 0.05 * (max(v) - min(v)) or 0.1
+        ax.set_ylim(min(v) - pad, max(v) + pad)
 
 
 def plot(path, rows):
     fig, (a_tok, a_time, a_step) = plt.subplots(1, 3, figsize=(16, 5.4), layout='constrained')
-    handles, zoomed = [], {a_tok: ([], []), a_time: ([], []), a_step: ([], [])}
+    handles, zoomed = [], {a_tok: [], a_time: [], a_step: []}
+    minutes = max((r['train_time_s'] or 0 for r in rows), default=0) > 120  # else seconds
     for i, (run, r) in enumerate(zip(runs, rows)):
         recs = records(run, live=True)
         evals = [x for x in recs if x['kind'] == 'eval']
@@ -341,7 +344,7 @@ def plot(path, rows):
         handles.append(Line2D([], [], label=label, **style))
         timed = [x for x in evals if 'time' in x]
         for ax, pts in ((a_tok, [(x['tokens'] / 1e6, x['val_loss']) for x in evals]),
-                        (a_time, [(x['time'] / 60, x['val_loss']) for x in timed]),
+                        (a_time, [(x['time'] / (60 if minutes else 1), x['val_loss']) for x in timed]),
                         (a_step, [(x['iter'], x['loss']) for x in trains])):
             if not pts:
                 continue
@@ -349,20 +352,22 @@ def plot(path, rows):
             ax.plot(xs, ys, marker='o' if ax is not a_step else None, ms=2.5, **style)
             if r['status'] == 'diverged':  # where it ended
                 ax.plot(xs[-1], ys[-1], marker='x', ms=9, mew=2, color=style['color'])
-            skip = max(pts[0][0], 0.1 * pts[-1][0])  # the untrained start
-            zoomed[ax][0].extend(y for x, y in pts if x > skip or len(pts) == 1)
-            if r['status'] != 'diverged':
-                zoomed[ax][1].append(ys[-1])
+            start = pts[0][0] if ax is not a_step else 0.1 * pts[-1][0]  # the first eval; the first steps
+            zoomed[ax].extend(y for x, y in pts if x > start)
     a_tok.set(xlabel='tokens trained (millions)', ylabel='val loss (nats/token)', title='val loss vs tokens')
-    a_time.set(xlabel='training time (minutes; evaluation excluded)', ylabel='val loss (nats/token)',
+    a_time.set(xlabel=f"training time ({'minutes' if minutes else 'seconds'}; evaluation excluded)", ylabel='val loss (nats/token)',
                title='val loss vs training time')
     a_step.set(xlabel='step', ylabel='train loss (batch)', title='train loss vs step')
-    for ax, (values, finals) in zoomed.items():
+    for ax, values in zoomed.items():
         ax.grid(alpha=0.3)
-        zoom(ax, values, finals)
+        zoom(ax, values)
     if handles:
         fig.legend(handles=handles, loc='outside lower center', ncol=min(len(handles), 4), fontsize=10)
-    fig.suptitle(f'{sweep_dir}: {len(handles)} runs' + (f' (target val loss {target})' if target else ''))
+    if target:
+        for ax in (a_tok, a_time):
+            ax.axhline(target, color='grey', ls=':', lw=1)
+    fig.suptitle(f"{sweep_dir}: {len(handles)} run{'s' if len(handles) != 1 else ''}"
+                 + (f' (dotted: the target val loss {target})' if target else ''))
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100)
     plt.close(fig)
