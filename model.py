@@ -132,14 +132,15 @@ class Norm(nn.Module):
     def __init__(self, kind, dim, bias):
         super().__init__()
         self.kind = kind
+        self.eps = 1e-5 if kind == 'layernorm' else 1e-6  # added to the variance; export.py copies it into HF configs
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias and kind == 'layernorm' else None
 
     def forward(self, x):
         if self.kind == 'layernorm':
-            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
         xf = x.float()  # x / sqrt(mean(x^2) + eps) * gain [5], in fp32 even under autocast
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).type_as(x) * self.weight
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
 def make_norm(config):
