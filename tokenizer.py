@@ -21,8 +21,6 @@ from functools import lru_cache
 import regex
 import tiktoken
 
-import rundir
-
 EOT = '<|endoftext|>'
 # GPT-2's pre-tokenizer (Radford et al. 2019, encoder.py): English contractions, optionally
 # space-prefixed runs of letters / of digits / of other symbols, and whitespace, where a run of
@@ -258,6 +256,7 @@ def read_meta(data_dir):
     """data_dir/meta.json as prepare.py wrote it; every script reads it here. FileNotFoundError when there is
     none, ValueError naming the field when it is damaged: either way, prepare.py makes a good one."""
     path = os.path.join(data_dir, 'meta.json')
+    fix = f're-run python prepare.py --out_dir={data_dir} --force'
     try:
         with open(path, encoding='utf-8') as f:
             meta = json.load(f)
@@ -265,23 +264,23 @@ def read_meta(data_dir):
         raise FileNotFoundError(f"no prepared data in {data_dir} ({path} is missing); "
                                 f"run python prepare.py --out_dir={data_dir}") from None
     except ValueError as e:  # not JSON, or not UTF-8
-        meta = f'not JSON: {e}'
-
-    def damaged(what):
-        return ValueError(f"{path} is damaged ({what}); re-run python prepare.py --out_dir={data_dir} --force")
+        raise ValueError(f"{path} is damaged (not JSON: {e}); {fix}") from None
+    m = meta if isinstance(meta, dict) else {}
+    vocab, eot, splits = m.get('vocab_size'), m.get('eot_id'), m.get('splits')
+    problem = None
     if not isinstance(meta, dict):
-        raise damaged(meta if isinstance(meta, str) else 'not a JSON object')
-    if meta.get('tokenizer') not in ('bpe', 'gpt2'):
-        raise damaged(f"tokenizer {meta.get('tokenizer')!r} is not 'bpe' or 'gpt2'")
-    if meta.get('dtype') not in ('uint16', 'uint32'):
-        raise damaged(f"dtype {meta.get('dtype')!r} is not 'uint16' or 'uint32'")
-    vocab, eot = meta.get('vocab_size'), meta.get('eot_id')
-    if not (type(vocab) is int and type(eot) is int and 0 <= eot < vocab):
-        raise damaged(f'vocab_size={vocab!r}, eot_id={eot!r}: need whole numbers with 0 <= eot_id < vocab_size')
-    splits = meta.get('splits')
-    if not (isinstance(splits, dict) and {'train', 'val'} <= set(splits) and all(
+        problem = 'not a JSON object'
+    elif m.get('tokenizer') not in ('bpe', 'gpt2'):
+        problem = f"tokenizer {m.get('tokenizer')!r} is not 'bpe' or 'gpt2'"
+    elif m.get('dtype') not in ('uint16', 'uint32'):
+        problem = f"dtype {m.get('dtype')!r} is not 'uint16' or 'uint32'"
+    elif not (type(vocab) is int and type(eot) is int and 0 <= eot < vocab):
+        problem = f'vocab_size={vocab!r}, eot_id={eot!r}: need whole numbers with 0 <= eot_id < vocab_size'
+    elif not (isinstance(splits, dict) and {'train', 'val'} <= set(splits) and all(
             isinstance(v, dict) and type(v.get('tokens')) is int and v['tokens'] >= 0 for v in splits.values())):
-        raise damaged('splits must give the token count of train and val')
+        problem = 'splits must give the token count of train and val'
+    if problem:
+        raise ValueError(f"{path} is damaged ({problem}); {fix}")
     return meta
 
 
