@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 import tokenizer
 from configurator import configure
-from model import GPT, GPTConfig, check_device
+from device import check_device
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'

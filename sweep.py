@@ -178,7 +178,7 @@ for rname, rset in (list(named.items()) or [(None, {})]):
             fields = {k: cfg[k] for k in GPTConfig().to_dict() if k != 'vocab_size'}
             with torch.device('meta'):  # shapes only: no memory, no time
                 model = GPT(GPTConfig(vocab_size=vocab[cfg['data_dir']], **fields))
-        except (ValueError, SystemExit) as e:  # the model and read_meta still exit instead of raising
+        except (ValueError, OSError) as e:  # a bad value, or data_dir not prepared
             raise ValueError(f"{sweep_path}, run '{name}': {e}") from None
         if not cfg['always_save_checkpoint']:
             raise ValueError(f"{sweep_path}: always_save_checkpoint=False would leave an interrupted run nothing to "
