@@ -355,8 +355,8 @@ def plot(path, rows):
             start = pts[0][0] if ax is not a_step else 0.1 * pts[-1][0]  # the first eval; the first steps
             zoomed[ax].extend(y for x, y in pts if x > start)
     a_tok.set(xlabel='tokens trained (millions)', ylabel='val loss (nats/token)', title='val loss vs tokens')
-    a_time.set(xlabel=f"training time ({'minutes' if minutes else 'seconds'}; evaluation excluded)", ylabel='val loss (nats/token)',
-               title='val loss vs training time')
+    a_time.set(xlabel=f"training time ({'minutes' if minutes else 'seconds'}; evaluation excluded)",
+               ylabel='val loss (nats/token)', title='val loss vs training time')
     a_step.set(xlabel='step', ylabel='train loss (batch)', title='train loss vs step')
     for ax, values in zoomed.items():
         ax.grid(alpha=0.3)
@@ -447,7 +447,7 @@ def die_with_parent():
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def launch(run, k):
+def launch(run):
     resume = states[run['name']] == 'resume'
     if not resume:  # a run killed before its first checkpoint: its log is all there is, start it over
         for name in rundir.run_files(run['dir']) if os.path.isdir(run['dir']) else []:
@@ -470,12 +470,12 @@ def launch(run, k):
                                        preexec_fn=die_with_parent if sys.platform.startswith('linux') else None)
     last = records(run)
     at = f'resuming at iter {last[-1]["iter"]}' if resume and last else 'starting'
-    print(f"[{k}/{len(todo)}] {run['name']}: {at} ({fmt_params(run['params'])} parameters, {run['max_iters']} iters)"
-          f", log in {run['dir']}/train.log", flush=True)
+    print(f"[{run['k']}/{len(todo)}] {run['name']}: {at} ({fmt_params(run['params'])} parameters, "
+          f"{run['max_iters']} iters), log in {run['dir']}/train.log", flush=True)
     run['seen'] = len(last)
 
 
-def finish(run, k, stopping=False):
+def finish(run, stopping=False):
     rc, wall = run['proc'].returncode, time.time() - run['started']
     run['proc'] = None
     recs = records(run)
@@ -490,7 +490,7 @@ def finish(run, k, stopping=False):
                'returncode': rc, 'error': error if status in ('failed', 'diverged') else None})
     r = row(run)
     left = eta(pending)
-    print(f"[{k}/{len(todo)}] {run['name']} {status}: {r['iters']} iters, {r['tokens'] / 1e6:.2f}M tokens in "
+    print(f"[{run['k']}/{len(todo)}] {run['name']} {status}: {r['iters']} iters, {r['tokens'] / 1e6:.2f}M tokens in "
           f"{fmt_time(r['train_time_s'])} ({num(r['tokens_per_s'], ',.0f')} tok/s), "
           f"val loss {num(r['final_val_loss'])} (best {num(r['best_val_loss'])}, {num(r['best_val_bpb'], '.3f')} bpb)"
           + (f": {error}" if status == 'failed' else '')
@@ -513,22 +513,21 @@ def on_sigterm(signum, frame):
 
 
 signal.signal(signal.SIGTERM, on_sigterm)
-pending, running, started = list(todo), [], 0
+pending, running = list(todo), []
 t0 = time.time()
 try:
     while pending or running:
         while pending and len(running) < parallel:
-            started += 1
             run = pending.pop(0)
-            run['k'] = started
-            launch(run, started)
+            run['k'] = len(todo) - len(pending)  # its number in the progress lines
+            launch(run)
             running.append(run)
         time.sleep(0.2)
         for run in list(running):
             progress(run)
             if run['proc'].poll() is not None:
                 running.remove(run)
-                finish(run, run['k'])
+                finish(run)
                 write_summary()
 except KeyboardInterrupt:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -543,7 +542,7 @@ except KeyboardInterrupt:
                 if run['proc'].poll() is None:
                     run['proc'].send_signal(signal.SIGTERM)
     for run in running:
-        finish(run, run['k'], stopping=True)
+        finish(run, stopping=True)
     running = []
     write_summary()
     print(f"interrupted; rerun the same command to go on ({sweep_dir}/summary.md has what finished)", file=sys.stderr)
