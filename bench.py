@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from configurator import configure
-from model import GPT, GPTConfig, check_device, peak_flops
+from device import check_device, peak_flops
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # what to measure

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 import tokenizer
 from configurator import configure
-from model import GPT, GPTConfig, check_device
+from device import check_device
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -97,7 +98,6 @@ def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float
     return out
 
 
-
 @torch.no_grad()
 def token_logprobs(model, ids):
     """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1 (a float tensor), each token predicted from up to block_size
@@ -111,6 +111,7 @@ def token_logprobs(model, ids):
         logits, _ = model(seq[None, e - width:e], y[None])  # targets given: logits at every position
         out.append(logits[0, -k:].float().log_softmax(-1).gather(-1, y[-k:, None])[:, 0])
     return torch.cat(out)
+
 
 def checkpoint_path(out_dir, ckpt):
     if ckpt in ('best', 'last'):

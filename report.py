@@ -33,8 +33,10 @@ import numpy as np
 import torch
 
 import tokenizer
-from eval import checkpoint_path, evaluate, token_logprobs
-from model import GPT, GPTConfig, check_device
+from device import check_device
+import rundir
+from eval import evaluate, token_logprobs
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -165,39 +167,6 @@ def model_math(c):
     return out
 
 
-def atomic_write(path, data):
-    """Write text or bytes via a temporary file in the same directory, so readers never see half a file."""
-    tmp = f'{path}.{os.getpid()}.tmp'
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def read_metrics(path):
-    """metrics.jsonl -> (train records, eval records), each sorted by iteration. A resumed run logs the
-    iterations after its checkpoint again; the later copy wins, so curves never double back."""
-    runs = {'train': {}, 'eval': {}}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                kind, it = rec['kind'], int(rec['iter'])
-            except (ValueError, KeyError, TypeError):
-                raise SystemExit(f"{path} line {n} is not a metrics record; fix or delete that line")
-            if kind in runs:
-                seen = runs[kind]
-                for old in [i for i in seen if i >= it]:  # a restart from an earlier checkpoint
-                    del seen[old]
-                seen[it] = rec
-    return [runs['train'][i] for i in sorted(runs['train'])], [runs['eval'][i] for i in sorted(runs['eval'])]
-
-
 def layer_of(name):
     """'blocks.3.attn.qkv.weight' -> (3, 'attn.qkv'); a parameter outside the blocks -> (None, 'wte')."""
     short = name.removesuffix('.weight')
@@ -244,12 +213,16 @@ if __name__ == '__main__':
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
     if not os.path.isfile(metrics_path):
         raise SystemExit(f"no metrics log at {metrics_path}; pass the out_dir of a train.py run")
-    train_log, eval_log = read_metrics(metrics_path)
+    train_log, eval_log = [], []  # each in order of iteration
+    for rec in rundir.read_metrics(metrics_path):
+        log = {'train': train_log, 'eval': eval_log}.get(rec['kind'])
+        while log and log[-1]['iter'] >= rec['iter']:  # a restart from an earlier checkpoint: the later records win
+            log.pop()
+        if log is not None:
+            log.append(rec)
     if not train_log and not eval_log:
         raise SystemExit(f"{metrics_path} holds no records; train first (train.py logs to it)")
-    ckpt_path = checkpoint_path(out_dir, ckpt)  # the same lookup as sample.py and eval.py
-    if not os.path.isfile(ckpt_path):
-        raise SystemExit(f"checkpoint {ckpt_path} not found; pass --ckpt=best, --ckpt=last or a path to a .pt file")
+    ckpt_path = rundir.find_checkpoint(out_dir, ckpt)
     model, ck = GPT.from_checkpoint(ckpt_path, device=device)
     if 'tokenizer' not in ck:
         raise SystemExit(f"{ckpt_path} holds no tokenizer state, so its token ids can't be read; use a checkpoint written by train.py")
@@ -340,12 +313,12 @@ if __name__ == '__main__':
                      'frobenius_norm': torch.linalg.matrix_norm(W, 'fro').item(), 'mean': W.mean().item(), 'std': W.std().item()})
         groups.setdefault(layer, []).append((short, W.flatten().cpu().numpy()))
     wpath = os.path.join(report_dir, 'weights', 'spectral_norms')
-    atomic_write(wpath + '.json', json.dumps({'checkpoint': ckpt_path, 'iter': iter_num, 'matrices': rows}, indent=1))
+    rundir.write_json(wpath + '.json', {'checkpoint': ckpt_path, 'iter': iter_num, 'matrices': rows})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator='\n')
     writer.writeheader()
     writer.writerows({**r, 'shape': 'x'.join(map(str, r['shape']))} for r in rows)
-    atomic_write(wpath + '.csv', buf.getvalue())
+    rundir.write_text(wpath + '.csv', buf.getvalue())
 
     order = sorted(groups, key=lambda k: -1 if k is None else k)
     nc = min(3, len(order))
@@ -388,9 +361,8 @@ if __name__ == '__main__':
     figures.append((fig, 'weights/spectral_norms.png', 'Spectral norm of every weight matrix, by layer '
                     '(numbers in weights/spectral_norms.json and .csv).'))
     for fig, rel, _ in figures:
-        buf = io.BytesIO()
-        fig.savefig(buf, format='png', dpi=150)
-        atomic_write(os.path.join(report_dir, rel), buf.getvalue())
+        with rundir.atomic_open(os.path.join(report_dir, rel), 'wb') as f:
+            fig.savefig(f, format='png', dpi=150)
         plt.close(fig)
     print(f"wrote {len(figures)} figures and the spectral norms of {len(rows)} matrices")
 
@@ -464,10 +436,9 @@ if __name__ == '__main__':
                        'logp_per_token': sum(logp[p, tuple(new)] for p, new in stories[name])
                        / sum(len(new) for _, new in stories[name]),
                        'ended_with_eot': mean([float(new[-1] == eot) for _, new in stories[name]])}
-    atomic_write(os.path.join(report_dir, 'decoding.json'), json.dumps(
-        {'checkpoint': ckpt_path, 'iter': iter_num, 'seed': seed, 'prompts': prompts, 'max_new_tokens': max_new_tokens,
+    rundir.write_json(os.path.join(report_dir, 'decoding.json'), {'checkpoint': ckpt_path, 'iter': iter_num, 'seed': seed, 'prompts': prompts, 'max_new_tokens': max_new_tokens,
          'table': study, 'stories': {k: [{'prompt': p, 'tokens': new, 'text': enc.decode(new)} for p, new in v]
-                                     for k, v in stories.items()}}, indent=1))
+                                     for k, v in stories.items()}})
     print(f"decoding study: {len(STRATEGIES)} strategies x {samples} stories of up to {max_new_tokens} tokens")
 
     # ---------------------------------------------------------------- the report as blocks: (kind, *content)
@@ -604,7 +575,7 @@ if __name__ == '__main__':
         elif kind == 'fig':
             nfig += 1
             md += [f'![{a[1]}]({a[0]})', '', f'**Figure {nfig}.** {a[1]}', '']
-    atomic_write(os.path.join(report_dir, 'report.md'), '\n'.join(md))
+    rundir.write_text(os.path.join(report_dir, 'report.md'), '\n'.join(md))
 
     # ---------------------------------------------------------------- report.pdf: fpdf2 lays out the same blocks
     class PDF(FPDF):
@@ -679,7 +650,8 @@ if __name__ == '__main__':
             pdf.image(os.path.join(report_dir, a[0]), w=w * scale, h=hgt * scale)
             pdf.set_font('sans', '', 9)
             pdf.multi_cell(0, 4.4, f'Figure {nfig}. {a[1]}', align='L', new_x='LMARGIN', new_y='NEXT')
-    atomic_write(os.path.join(report_dir, 'report.pdf'), bytes(pdf.output()))
+    with rundir.atomic_open(os.path.join(report_dir, 'report.pdf'), 'wb') as f:
+        f.write(pdf.output())
     if text_pages > 5:
         print(f"note: the text part is {text_pages} pages, over a course report's 5; fewer --prompts or a smaller "
               "--max_new_tokens shortens the stories")

@@ -38,7 +38,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import tokenizer
-from model import GPT, GPTConfig, check_device, peak_flops
+from device import check_device, peak_flops
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # settings (defaults: a small Llama-style model on the prepared TinyStories data)

@@ -15,6 +15,7 @@ import pytest
 import torch
 from matplotlib import mathtext
 
+from configurator import describe
 from conftest import ROOT, run_script
 from model import GPT, GPTConfig
 from report import STRATEGIES, distinct_n, model_math, repeated_share
@@ -233,7 +234,8 @@ def test_decoding_metrics_are_exact_on_hand_made_stories():
 @pytest.mark.parametrize('case', ['no out_dir', 'no metrics', 'bad metrics line', 'no checkpoint', 'bad setting'])
 def test_bad_input_is_one_line_error(tiny_ckpt, tmp_path, monkeypatch, case):
     """A missing out_dir, metrics log or checkpoint, a corrupt metrics line or an impossible setting ends in
-    a one-line SystemExit naming the problem, before anything is written."""
+    one line naming the problem (the script's exit, or what configure()'s hook prints for a raised error), before
+    anything is written."""
     out = tmp_path / 'run'
     if case != 'no out_dir':
         out.mkdir()
@@ -245,10 +247,10 @@ def test_bad_input_is_one_line_error(tiny_ckpt, tmp_path, monkeypatch, case):
         args = [f'--ckpt={tmp_path / "missing.pt"}']
     elif case == 'bad setting':
         args = ['--samples=0']
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises((SystemExit, ValueError, OSError)) as e:
         run_in_process(monkeypatch, f'--out_dir={out}', *args)
-    msg = e.value.code
-    assert isinstance(msg, str) and '\n' not in msg, msg  # a str code: Python prints it alone and exits 1
+    msg = e.value.code if isinstance(e.value, SystemExit) else describe(e.value)
+    assert isinstance(msg, str) and '\n' not in msg, msg
     want = {'no out_dir': 'out_dir', 'no metrics': 'metrics.jsonl', 'bad metrics line': 'line',
             'no checkpoint': 'missing.pt', 'bad setting': 'samples'}[case]
     assert want in msg, msg
