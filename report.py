@@ -83,7 +83,7 @@ def model_math(c):
     sentence, [LaTeX]). The LaTeX keeps to what both MathJax (report.md) and mathtext (report.pdf) render."""
     d, h, kv, dh, V, T, L, f = c.n_embd, c.n_head, c.kv_heads, c.head_dim, c.vocab_size, c.block_size, c.n_layer, c.hidden
     R = lambda a, b: rf'\in \mathbb{{R}}^{{{a} \times {b}}}'  # noqa: E731 (a matrix's shape)
-    b = ' + b' if c.bias else ''
+    b = lambda s: f' + b_{{{s}}}' if c.bias else ''  # noqa: E731 (a bias vector, when the model has them)
     N = {'layernorm': r'\mathrm{LN}', 'rmsnorm': r'\mathrm{RMSNorm}'}.get(c.norm)
     x0 = {'learned': r'E_{w_t} + P_t', 'sinusoidal': rf'\sqrt{{{d}}}\,E_{{w_t}} + P_t'}.get(c.pos, r'E_{w_t}')
     out = [('embedding', f'Token embedding: the token w_t at position t = 0..{T - 1} selects row w_t of E.',
@@ -119,21 +119,21 @@ def model_math(c):
     if c.norm == 'layernorm':
         out.append(('norm:layernorm', f'LayerNorm over the d = {d} channels, with a trained gain g'
                     + (' and bias b:' if c.bias else ':'),
-                    [rf'\mathrm{{LN}}(x) = g \odot \frac{{x - \mu}}{{\sqrt{{\sigma^2 + 10^{{-5}}}}}}{b},\quad '
+                    [rf'\mathrm{{LN}}(x) = g \odot \frac{{x - \mu}}{{\sqrt{{\sigma^2 + 10^{{-5}}}}}}{" + b" if c.bias else ""},\quad '
                      rf'\mu = \frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}} x_i,\quad \sigma^2 = \frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}} (x_i - \mu)^2']))
     elif c.norm == 'rmsnorm':
         out.append(('norm:rmsnorm', f'RMSNorm (Zhang & Sennrich 2019) over the d = {d} channels, with a trained gain g:',
                     [rf'\mathrm{{RMSNorm}}(x) = g \odot x \,/\, \sqrt{{\frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}} x_i^2 + 10^{{-6}}}}']))
     q, k = (r'\tilde{Q}', r'\tilde{K}') if c.pos == 'rope' else ('Q', 'K')
     j = 'i' if kv == h else 'g(i)'
-    qkv = (rf'Q_i = X W^Q_i{b},\quad K_i = X W^K_i{b},\quad V_i = X W^V_i{b},\quad W^Q_i, W^K_i, W^V_i {R(d, dh)},\quad i = 1, \dots, {h}'
-           if kv == h else rf'Q_i = X W^Q_i{b},\ i = 1, \dots, {h},\quad K_j = X W^K_j{b},\ V_j = X W^V_j{b},\ '
+    qkv = (rf'Q_i = X W^Q_i{b("Q_i")},\quad K_i = X W^K_i{b("K_i")},\quad V_i = X W^V_i{b("V_i")},\quad W^Q_i, W^K_i, W^V_i {R(d, dh)},\quad i = 1, \dots, {h}'
+           if kv == h else rf'Q_i = X W^Q_i{b("Q_i")},\ i = 1, \dots, {h},\quad K_j = X W^K_j{b("K_j")},\ V_j = X W^V_j{b("V_j")},\ '
                            rf'j = 1, \dots, {kv},\quad W^Q_i, W^K_j, W^V_j {R(d, dh)}')
     out.append(('attention', f'Causal multi-head self-attention: X holds the hidden states of a sequence, one row per token; '
                 f'h = {h} heads of d_h = {dh} channels; the mask M hides the future:',
                 [qkv, rf'\mathrm{{head}}_i = \mathrm{{softmax}}\left(\frac{{{q}_i {k}_{{{j}}}^\top}}{{\sqrt{{{dh}}}}} + M\right) V_{{{j}}},'
                  r'\quad M_{ts} = 0 \text{ if } s \leq t, \text{ else } -\infty',
-                 rf'\mathrm{{Attn}}(X) = [\mathrm{{head}}_1, \dots, \mathrm{{head}}_{{{h}}}]\, W^O{b},\quad W^O {R(d, d)}']))
+                 rf'\mathrm{{Attn}}(X) = [\mathrm{{head}}_1, \dots, \mathrm{{head}}_{{{h}}}]\, W^O{b("O")},\quad W^O {R(d, d)}']))
     if kv < h:
         out.append(('gqa', f'Grouped-query attention (Ainslie et al. 2023): the {h} query heads share {kv} key/value '
                     f'head{"s" if kv > 1 else ""}, {h // kv} query heads per group, so the key/value cache is {h // kv}x smaller:',
@@ -143,11 +143,11 @@ def model_math(c):
             'ReLU': r'\mathrm{ReLU}(z) = \max(0, z)', 'SiLU': r'\mathrm{SiLU}(z) = z\,\sigma(z) = z / (1 + e^{-z})'}[phi]
     if c.act in ('swiglu', 'geglu'):
         out.append((f'mlp:{c.act}', f'The MLP, gated ({"SwiGLU" if c.act == "swiglu" else "GeGLU"}, Shazeer 2020), '
-                    f'{f} hidden channels:', [rf'\mathrm{{MLP}}(x) = \left(x W_1{b} \odot \mathrm{{{phi}}}(x W_3{b})\right) W_2{b},'
+                    f'{f} hidden channels:', [rf'\mathrm{{MLP}}(x) = \left(x W_1{b("1")} \odot \mathrm{{{phi}}}(x W_3{b("3")})\right) W_2{b("2")},'
                                               rf'\quad W_1, W_3 {R(d, f)},\ W_2 {R(f, d)}', defn]))
     else:
         out.append((f'mlp:{c.act}', f'The MLP, {f} hidden channels:',
-                    [rf'\mathrm{{MLP}}(x) = \mathrm{{{phi}}}(x W_1{b})\, W_2{b},\quad W_1 {R(d, f)},\ W_2 {R(f, d)}', defn]))
+                    [rf'\mathrm{{MLP}}(x) = \mathrm{{{phi}}}(x W_1{b("1")})\, W_2{b("2")},\quad W_1 {R(d, f)},\ W_2 {R(f, d)}', defn]))
     final = rf'{N}_f(x^{{({L})}}_t)' if N and c.norm_pos == 'pre' else rf'x^{{({L})}}_t'  # post-norm blocks end normalised
     w_out = r'E^\top' if c.tie_weights else rf'W_{{out}},\quad W_{{out}} {R(d, V)}'
     out.append(('output', f'Output: {"a final norm, then " if N and c.norm_pos == "pre" else ""}logits over the V = {V} '
