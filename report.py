@@ -48,14 +48,14 @@ samples = 12            # stories per decoding strategy for the study's table, >
 max_new_tokens = 120    # per story, >= 1; a story also ends at <|endoftext|>
 seed = 1337             # the samplers' generator: same checkpoint and seed, same stories and table
 device = 'cpu'
-eval_stride = 0         # tokens scored per window over the whole val split (see eval.py); 0 = block_size // 2 as eval.py
+eval_stride = 0         # tokens scored per window over the whole val split (see eval.py); 0 = block_size // 2
 eval_batch_size = 16
 reuse_eval_json = True  # use out_dir/eval.json instead when `python eval.py --baseline=True` scored this checkpoint
 # -----------------------------------------------------------------------------
 # The decoding strategies of the study (Holtzman et al. 2020 compare the same family): (name, generate() arguments)
-STRATEGIES = (('greedy', {'temperature': 0.0}), ('beam 4', {'beam_width': 4}), ('temperature 0.7', {'temperature': 0.7}),
-              ('temperature 1.0', {'temperature': 1.0}), ('top-k 50', {'temperature': 1.0, 'top_k': 50}),
-              ('top-p 0.9', {'temperature': 1.0, 'top_p': 0.9}))
+STRATEGIES = (('greedy', {'temperature': 0.0}), ('beam 4', {'beam_width': 4}),
+              ('temperature 0.7', {'temperature': 0.7}), ('temperature 1.0', {'temperature': 1.0}),
+              ('top-k 50', {'temperature': 1.0, 'top_k': 50}), ('top-p 0.9', {'temperature': 1.0, 'top_p': 0.9}))
 REP_N = 4  # repetition is measured on 4-grams, as Welleck et al. 2019 (seq-rep-4)
 
 
@@ -81,7 +81,8 @@ def mean(xs):
 def model_math(c):
     """The equations of exactly the components GPTConfig c uses, its sizes substituted: a list of (component,
     sentence, [LaTeX]). The LaTeX keeps to what both MathJax (report.md) and mathtext (report.pdf) render."""
-    d, h, kv, dh, V, T, L, f = c.n_embd, c.n_head, c.kv_heads, c.head_dim, c.vocab_size, c.block_size, c.n_layer, c.hidden
+    d, h, kv, dh, V, T, L, f = (c.n_embd, c.n_head, c.kv_heads, c.head_dim, c.vocab_size, c.block_size, c.n_layer,
+                                c.hidden)
     R = lambda a, b: rf'\in \mathbb{{R}}^{{{a} \times {b}}}'  # noqa: E731 (a matrix's shape)
     b = lambda s: f' + b_{{{s}}}' if c.bias else ''  # noqa: E731 (a bias vector, when the model has them)
     N = {'layernorm': r'\mathrm{LN}', 'rmsnorm': r'\mathrm{RMSNorm}'}.get(c.norm)
@@ -89,15 +90,16 @@ def model_math(c):
     out = [('embedding', f'Token embedding: the token w_t at position t = 0..{T - 1} selects row w_t of E.',
             [rf'x^{{(0)}}_t = {x0},\quad E {R(V, d)}'])]
     if c.pos == 'learned':
-        out.append(('pos:learned', 'Learned positions (Radford et al. 2019): one trained row of P per position.', [f'P {R(T, d)}']))
+        out.append(('pos:learned', 'Learned positions (Radford et al. 2019): one trained row of P per position.',
+                    [f'P {R(T, d)}']))
     elif c.pos == 'sinusoidal':
         out.append(('pos:sinusoidal', 'Sinusoidal positions (Vaswani et al. 2017), fixed:',
                     [rf'P_{{t,2i}} = \sin(t / 10000^{{2i/{d}}}),\quad P_{{t,2i+1}} = \cos(t / 10000^{{2i/{d}}})']))
     elif c.pos == 'rope':
         m = dh // 2
-        out.append(('pos:rope', f'Rotary positions (RoPE, Su et al. 2021): in every head, query channels i and i + {m} are '
-                    'rotated by an angle proportional to the position t, and so are the keys\'; a score then depends only on '
-                    'the distance between the two tokens:',
+        out.append(('pos:rope', f'Rotary positions (RoPE, Su et al. 2021): in every head, query channels i and i + {m} '
+                    "are rotated by an angle proportional to the position t, and so are the keys'; a score then "
+                    'depends only on the distance between the two tokens:',
                     [rf'\tilde{{q}}_{{t,i}} = q_{{t,i}} \cos t\theta_i - q_{{t,i+{m}}} \sin t\theta_i,\quad '
                      rf'\tilde{{q}}_{{t,i+{m}}} = q_{{t,i}} \sin t\theta_i + q_{{t,i+{m}}} \cos t\theta_i',
                      rf'\theta_i = {c.rope_theta:g}^{{-2i/{dh}}},\quad i = 0, \dots, {m - 1}']))
@@ -111,59 +113,70 @@ def model_math(c):
         blk = ('unnormalised', 'without normalisation', r"u = x + \mathrm{Attn}(x),\quad x' = u + \mathrm{MLP}(u)")
     elif c.norm_pos == 'pre':
         blk = ('pre', 'pre-norm (Radford et al. 2019): each sub-layer reads a normalised copy of the residual stream '
-               'and adds its output to it', rf"u = x + \mathrm{{Attn}}({N}_1(x)),\quad x' = u + \mathrm{{MLP}}({N}_2(u))")
+               'and adds its output to it',
+               rf"u = x + \mathrm{{Attn}}({N}_1(x)),\quad x' = u + \mathrm{{MLP}}({N}_2(u))")
     else:
         blk = ('post', 'post-norm (Vaswani et al. 2017): each residual sum is normalised',
                rf"u = {N}_1(x + \mathrm{{Attn}}(x)),\quad x' = {N}_2(u + \mathrm{{MLP}}(u))")
     out.append((f'block:{blk[0]}', f"Each of the L = {L} blocks maps x = x^(l-1) to x' = x^(l), {blk[1]}:", [blk[2]]))
+    avg = rf'\frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}}'  # the mean over the d channels
     if c.norm == 'layernorm':
         out.append(('norm:layernorm', f'LayerNorm over the d = {d} channels, with a trained gain g'
                     + (' and bias b:' if c.bias else ':'),
-                    [rf'\mathrm{{LN}}(x) = g \odot \frac{{x - \mu}}{{\sqrt{{\sigma^2 + 10^{{-5}}}}}}{" + b" if c.bias else ""},\quad '
-                     rf'\mu = \frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}} x_i,\quad \sigma^2 = \frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}} (x_i - \mu)^2']))
+                    [rf'\mathrm{{LN}}(x) = g \odot \frac{{x - \mu}}{{\sqrt{{\sigma^2 + 10^{{-5}}}}}}'
+                     + (' + b' if c.bias else '') + rf',\quad \mu = {avg} x_i,\quad \sigma^2 = {avg} (x_i - \mu)^2']))
     elif c.norm == 'rmsnorm':
-        out.append(('norm:rmsnorm', f'RMSNorm (Zhang & Sennrich 2019) over the d = {d} channels, with a trained gain g:',
-                    [rf'\mathrm{{RMSNorm}}(x) = g \odot x \,/\, \sqrt{{\frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}} x_i^2 + 10^{{-6}}}}']))
+        out.append(('norm:rmsnorm', f'RMSNorm (Zhang & Sennrich 2019) over the d = {d} channels, with a gain g:',
+                    [rf'\mathrm{{RMSNorm}}(x) = g \odot x \,/\, \sqrt{{{avg} x_i^2 + 10^{{-6}}}}']))
     q, k = (r'\tilde{Q}', r'\tilde{K}') if c.pos == 'rope' else ('Q', 'K')
     j = 'i' if kv == h else 'g(i)'
-    qkv = (rf'Q_i = X W^Q_i{b("Q_i")},\quad K_i = X W^K_i{b("K_i")},\quad V_i = X W^V_i{b("V_i")},\quad W^Q_i, W^K_i, W^V_i {R(d, dh)},\quad i = 1, \dots, {h}'
-           if kv == h else rf'Q_i = X W^Q_i{b("Q_i")},\ i = 1, \dots, {h},\quad K_j = X W^K_j{b("K_j")},\ V_j = X W^V_j{b("V_j")},\ '
-                           rf'j = 1, \dots, {kv},\quad W^Q_i, W^K_j, W^V_j {R(d, dh)}')
-    out.append(('attention', f'Causal multi-head self-attention: X holds the hidden states of a sequence, one row per token; '
-                f'h = {h} heads of d_h = {dh} channels; the mask M hides the future:',
-                [qkv, rf'\mathrm{{head}}_i = \mathrm{{softmax}}\left(\frac{{{q}_i {k}_{{{j}}}^\top}}{{\sqrt{{{dh}}}}} + M\right) V_{{{j}}},'
-                 r'\quad M_{ts} = 0 \text{ if } s \leq t, \text{ else } -\infty',
-                 rf'\mathrm{{Attn}}(X) = [\mathrm{{head}}_1, \dots, \mathrm{{head}}_{{{h}}}]\, W^O{b("O")},\quad W^O {R(d, d)}']))
+    if kv == h:
+        qkv = (rf'Q_i = X W^Q_i{b("Q_i")},\quad K_i = X W^K_i{b("K_i")},\quad V_i = X W^V_i{b("V_i")},\quad '
+               rf'W^Q_i, W^K_i, W^V_i {R(d, dh)},\quad i = 1, \dots, {h}')
+    else:
+        qkv = (rf'Q_i = X W^Q_i{b("Q_i")},\ i = 1, \dots, {h},\quad K_j = X W^K_j{b("K_j")},\ '
+               rf'V_j = X W^V_j{b("V_j")},\ j = 1, \dots, {kv},\quad W^Q_i, W^K_j, W^V_j {R(d, dh)}')
+    out.append(('attention', 'Causal multi-head self-attention: X holds the hidden states of a sequence, one row per '
+                f'token; h = {h} heads of d_h = {dh} channels; the mask M hides the future:',
+                [qkv, rf'\mathrm{{head}}_i = \mathrm{{softmax}}\left(\frac{{{q}_i {k}_{{{j}}}^\top}}{{\sqrt{{{dh}}}}} '
+                 rf'+ M\right) V_{{{j}}},\quad M_{{ts}} = 0 \text{{ if }} s \leq t, \text{{ else }} -\infty',
+                 rf'\mathrm{{Attn}}(X) = [\mathrm{{head}}_1, \dots, \mathrm{{head}}_{{{h}}}]\, W^O{b("O")},\quad '
+                 rf'W^O {R(d, d)}']))
     if kv < h:
         out.append(('gqa', f'Grouped-query attention (Ainslie et al. 2023): the {h} query heads share {kv} key/value '
-                    f'head{"s" if kv > 1 else ""}, {h // kv} query heads per group, so the key/value cache is {h // kv}x smaller:',
-                    [rf'g(i) = \lceil i \cdot {kv} / {h} \rceil']))
+                    f'head{"s" if kv > 1 else ""}, {h // kv} query heads per group, so the key/value cache is '
+                    f'{h // kv}x smaller:', [rf'g(i) = \lceil i \cdot {kv} / {h} \rceil']))
     phi = {'gelu': 'GELU', 'geglu': 'GELU', 'relu': 'ReLU', 'silu': 'SiLU', 'swiglu': 'SiLU'}[c.act]
     defn = {'GELU': r'\mathrm{GELU}(z) = z\,\Phi(z),\ \Phi \text{ the standard normal CDF}',
-            'ReLU': r'\mathrm{ReLU}(z) = \max(0, z)', 'SiLU': r'\mathrm{SiLU}(z) = z\,\sigma(z) = z / (1 + e^{-z})'}[phi]
+            'ReLU': r'\mathrm{ReLU}(z) = \max(0, z)', 'SiLU': r'\mathrm{SiLU}(z) = z\,\sigma(z) = z / (1 + e^{-z})'}
     if c.act in ('swiglu', 'geglu'):
         out.append((f'mlp:{c.act}', f'The MLP, gated ({"SwiGLU" if c.act == "swiglu" else "GeGLU"}, Shazeer 2020), '
-                    f'{f} hidden channels:', [rf'\mathrm{{MLP}}(x) = \left(x W_1{b("1")} \odot \mathrm{{{phi}}}(x W_3{b("3")})\right) W_2{b("2")},'
-                                              rf'\quad W_1, W_3 {R(d, f)},\ W_2 {R(f, d)}', defn]))
+                    f'{f} hidden channels:',
+                    [rf'\mathrm{{MLP}}(x) = \left(x W_1{b("1")} \odot \mathrm{{{phi}}}(x W_3{b("3")})\right) '
+                     rf'W_2{b("2")},\quad W_1, W_3 {R(d, f)},\ W_2 {R(f, d)}', defn[phi]]))
     else:
         out.append((f'mlp:{c.act}', f'The MLP, {f} hidden channels:',
-                    [rf'\mathrm{{MLP}}(x) = \mathrm{{{phi}}}(x W_1{b("1")})\, W_2{b("2")},\quad W_1 {R(d, f)},\ W_2 {R(f, d)}', defn]))
-    final = rf'{N}_f(x^{{({L})}}_t)' if N and c.norm_pos == 'pre' else rf'x^{{({L})}}_t'  # post-norm blocks end normalised
+                    [rf'\mathrm{{MLP}}(x) = \mathrm{{{phi}}}(x W_1{b("1")})\, W_2{b("2")},\quad W_1 {R(d, f)},\ '
+                     rf'W_2 {R(f, d)}', defn[phi]]))
+    final = N and c.norm_pos == 'pre'  # post-norm blocks already end normalised
     w_out = r'E^\top' if c.tie_weights else rf'W_{{out}},\quad W_{{out}} {R(d, V)}'
-    out.append(('output', f'Output: {"a final norm, then " if N and c.norm_pos == "pre" else ""}logits over the V = {V} '
-                'tokens, and the next-token distribution:',
-                [rf'z_t = {final}\, {w_out}', r'p_\theta(w_{t+1} = v \mid w_{\leq t}) = \mathrm{softmax}(z_t)_v']))
+    out.append(('output', f'Output: {"a final norm, then " if final else ""}logits over the V = {V} tokens, and the '
+                'next-token distribution:',
+                [rf'z_t = {rf"{N}_f(x^{{({L})}}_t)" if final else rf"x^{{({L})}}_t"}\, {w_out}',
+                 r'p_\theta(w_{t+1} = v \mid w_{\leq t}) = \mathrm{softmax}(z_t)_v']))
     if c.tie_weights:
         out.append(('tying', 'Weight tying (Press & Wolf 2017): the output matrix is the embedding E, transposed.', []))
     nll, e = r'\log p_\theta(w_{t+1} \mid w_{\leq t})', c.label_smoothing
+    mean_t = rf'-\frac{{1}}{{{T}}}\sum_{{t=0}}^{{{T - 1}}}'  # the mean over a sequence's positions
     if e > 0:
-        out.append(('loss:label_smoothing', 'Training loss: cross-entropy against the next token smoothed towards uniform '
-                    f'by epsilon = {e:g} (Vaswani et al. 2017), averaged over the positions and the batch; evaluation uses '
-                    'plain cross-entropy:', [rf'\mathcal{{L}} = -\frac{{1}}{{{T}}}\sum_{{t=0}}^{{{T - 1}}} \left[{1 - e:g}\,{nll} + '
-                                             rf'\frac{{{e:g}}}{{{V}}} \sum_{{v=1}}^{{{V}}} \log p_\theta(v \mid w_{{\leq t}})\right]']))
+        out.append(('loss:label_smoothing', 'Training loss: cross-entropy against the next token smoothed towards '
+                    f'uniform by epsilon = {e:g} (Vaswani et al. 2017), averaged over the positions and the batch; '
+                    'evaluation uses plain cross-entropy:',
+                    [rf'\mathcal{{L}} = {mean_t} \left[{1 - e:g}\,{nll} + \frac{{{e:g}}}{{{V}}} \sum_{{v=1}}^{{{V}}} '
+                     r'\log p_\theta(v \mid w_{\leq t})\right]']))
     else:
-        out.append(('loss', 'Training loss: cross-entropy of the next token, averaged over the positions and the batch:',
-                    [rf'\mathcal{{L}} = -\frac{{1}}{{{T}}}\sum_{{t=0}}^{{{T - 1}}} {nll}']))
+        out.append(('loss', 'Training loss: cross-entropy of the next token, averaged over positions and batch:',
+                    [rf'\mathcal{{L}} = {mean_t} {nll}']))
     return out
 
 
@@ -202,10 +215,11 @@ if __name__ == '__main__':
     if samples < 1 or max_new_tokens < 1:
         raise SystemExit(f"need samples >= 1 and max_new_tokens >= 1; got {samples}, {max_new_tokens}")
     if not isinstance(prompts, tuple) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise SystemExit(f"prompts={prompts!r} must be a tuple of non-empty strings, e.g. --prompts=\"('Once upon a time',)\"")
+        raise SystemExit(f"prompts={prompts!r} must be a tuple of non-empty strings, "
+                         "e.g. --prompts=\"('Once upon a time',)\"")
     if eval_stride < 0 or eval_batch_size < 1:
         raise SystemExit(f"need eval_stride >= 0 and eval_batch_size >= 1; got {eval_stride}, {eval_batch_size}")
-    device_type = check_device(device)  # one-line exit for an unusable device
+    check_device(device)  # a one-line error for an unusable device
 
     # ---------------------------------------------------------------- inputs
     if not os.path.isdir(out_dir):
@@ -225,7 +239,8 @@ if __name__ == '__main__':
     ckpt_path = rundir.find_checkpoint(out_dir, ckpt)
     model, ck = GPT.from_checkpoint(ckpt_path, device=device)
     if 'tokenizer' not in ck:
-        raise SystemExit(f"{ckpt_path} holds no tokenizer state, so its token ids can't be read; use a checkpoint written by train.py")
+        raise SystemExit(f"{ckpt_path} holds no tokenizer state, so its token ids can't be read; "
+                         "use a checkpoint written by train.py")
     enc = tokenizer.from_state(ck['tokenizer'])
     eot, c, tc, iter_num = enc.eot_token, model.config, ck.get('config', {}), ck.get('iter_num', 0)
     report_dir = os.path.join(out_dir, 'report')
@@ -286,7 +301,8 @@ if __name__ == '__main__':
         n_head = att.shape[0]
         nr = math.ceil(n_head / 4)  # at most 4 panels a row
         nc = math.ceil(n_head / nr)
-        fig, axs = plt.subplots(nr, nc, figsize=(panel * nc + 1.2, panel * nr + 0.8), squeeze=False, layout='constrained')
+        fig, axs = plt.subplots(nr, nc, figsize=(panel * nc + 1.2, panel * nr + 0.8), squeeze=False,
+                                layout='constrained')
         for hd, a in enumerate(axs.flat):
             if hd >= n_head:
                 a.axis('off')
@@ -298,7 +314,8 @@ if __name__ == '__main__':
             a.set_title(f'head {hd}', fontsize=10)
         fig.colorbar(im, ax=axs, shrink=0.6, label='attention weight')
         fig.suptitle(f'layer {layer}: how much each query token (row) attends to each token so far (column)')
-        figures.append((fig, f'attention/layer{layer}.png', f'Attention of layer {layer} on the first prompt, one panel per head.'))
+        figures.append((fig, f'attention/layer{layer}.png',
+                        f'Attention of layer {layer} on the first prompt, one panel per head.'))
 
     # ---------------------------------------------------------------- weight statistics
     # named_parameters lists a tied matrix once (under its first name): one row per distinct matrix.
@@ -310,7 +327,8 @@ if __name__ == '__main__':
         W = p.detach().float()
         rows.append({'name': name, 'layer': layer, 'short': short, 'shape': list(W.shape),
                      'spectral_norm': torch.linalg.matrix_norm(W, 2).item(),
-                     'frobenius_norm': torch.linalg.matrix_norm(W, 'fro').item(), 'mean': W.mean().item(), 'std': W.std().item()})
+                     'frobenius_norm': torch.linalg.matrix_norm(W, 'fro').item(),
+                     'mean': W.mean().item(), 'std': W.std().item()})
         groups.setdefault(layer, []).append((short, W.flatten().cpu().numpy()))
     wpath = os.path.join(report_dir, 'weights', 'spectral_norms')
     rundir.write_json(wpath + '.json', {'checkpoint': ckpt_path, 'iter': iter_num, 'matrices': rows})
@@ -388,12 +406,14 @@ if __name__ == '__main__':
     if (prev and prev.get('baseline') and prev.get('split') == 'val' and prev.get('iter_num') == iter_num
             and os.path.isfile(str(prev.get('checkpoint'))) and os.path.samefile(prev['checkpoint'], ckpt_path)
             and os.path.getmtime(eval_json) >= os.path.getmtime(ckpt_path)):
-        results, eval_note = {'trained': prev, 'untrained': prev['baseline']}, f"eval.py scored the whole val split ({eval_json})"
+        results = {'trained': prev, 'untrained': prev['baseline']}
+        eval_note = f"eval.py scored the whole val split ({eval_json})"
     elif readable:
         val = np.memmap(os.path.join(ddir, 'val.bin'), dtype=np.dtype(meta['dtype']), mode='r')
         stride = eval_stride or max(1, c.block_size // 2)
         if not 1 <= stride <= c.block_size:
-            raise SystemExit(f"eval_stride must be in 1..{c.block_size} (block_size), or 0 for half of it; got {stride}")
+            raise SystemExit(f"eval_stride must be in 1..{c.block_size} (block_size), or 0 for half of it; "
+                             f"got {stride}")
         torch.manual_seed(0)  # eval.py's baseline seed, so both scripts show the same untrained model
         untrained = GPT(GPTConfig.from_dict(ck['model_args'])).to(device)
         for key, m in (('trained', model), ('untrained', untrained)):
@@ -408,9 +428,9 @@ if __name__ == '__main__':
         print(f"val loss {r['loss']:.4f}, untrained {results['untrained']['loss']:.4f}: {eval_note}")
 
     # ---------------------------------------------------------------- decoding study
-    # Story i of a strategy continues prompt i % len(prompts). A prompt's stories are drawn in one batch from a generator
-    # seeded with seed + the prompt's index. Greedy and beam search are deterministic: they decode each prompt once and
-    # that story stands for all of its draws.
+    # Story i of a strategy continues prompt i % len(prompts). A prompt's stories are drawn in one batch from a
+    # generator seeded with seed + the prompt's index. Greedy and beam search are deterministic: they decode each
+    # prompt once and that story stands for all of its draws.
     study, stories = {}, {}  # strategy -> table row; strategy -> [(prompt index, new token ids, a final eot included)]
     for name, kw in STRATEGIES:
         stories[name] = []
@@ -436,21 +456,23 @@ if __name__ == '__main__':
                        'logp_per_token': sum(logp[p, tuple(new)] for p, new in stories[name])
                        / sum(len(new) for _, new in stories[name]),
                        'ended_with_eot': mean([float(new[-1] == eot) for _, new in stories[name]])}
-    rundir.write_json(os.path.join(report_dir, 'decoding.json'), {'checkpoint': ckpt_path, 'iter': iter_num, 'seed': seed, 'prompts': prompts, 'max_new_tokens': max_new_tokens,
-         'table': study, 'stories': {k: [{'prompt': p, 'tokens': new, 'text': enc.decode(new)} for p, new in v]
-                                     for k, v in stories.items()}})
+    rundir.write_json(os.path.join(report_dir, 'decoding.json'), {
+        'checkpoint': ckpt_path, 'iter': iter_num, 'seed': seed, 'prompts': prompts, 'max_new_tokens': max_new_tokens,
+        'table': study, 'stories': {k: [{'prompt': p, 'tokens': new, 'text': enc.decode(new)} for p, new in v]
+                                    for k, v in stories.items()}})
     print(f"decoding study: {len(STRATEGIES)} strategies x {samples} stories of up to {max_new_tokens} tokens")
 
     # ---------------------------------------------------------------- the report as blocks: (kind, *content)
-    V, n_emb = c.vocab_size, c.vocab_size * c.n_embd
+    V = c.vocab_size
     doc = [('h1', f'Training report: {os.path.basename(os.path.abspath(out_dir))}'),
-           ('p', f'Checkpoint {ckpt_path} at iteration {iter_num}; written by report.py on {time.strftime("%Y-%m-%d %H:%M")}.'),
+           ('p', f'Checkpoint {ckpt_path} at iteration {iter_num}; written by report.py on '
+                 f'{time.strftime("%Y-%m-%d %H:%M")}.'),
            ('h2', '1. Model'),
-           ('p', f'A decoder-only transformer with {model.num_params():,} parameters ({n_emb:,} of them in the token '
-                 f'embedding{", which is also the output matrix" if c.tie_weights else ""}): L = {c.n_layer} blocks, '
-                 f'd = {c.n_embd} channels, h = {c.n_head} heads, a context of T = {c.block_size} tokens and a vocabulary of '
-                 f'V = {V}. The equations are generated from the checkpoint\'s configuration: they show exactly the '
-                 'components this model uses.')]
+           ('p', f'A decoder-only transformer with {model.num_params():,} parameters ({V * c.n_embd:,} of them in the '
+                 f'token embedding{", which is also the output matrix" if c.tie_weights else ""}): L = {c.n_layer} '
+                 f'blocks, d = {c.n_embd} channels, h = {c.n_head} heads, a context of T = {c.block_size} tokens and a '
+                 f"vocabulary of V = {V}. The equations are generated from the checkpoint's configuration: they show "
+                 'exactly the components this model uses.')]
     for _, text, eqs in model_math(c):
         doc += [('p', text)] + [('eq', e) for e in eqs]
 
@@ -458,10 +480,10 @@ if __name__ == '__main__':
     if meta:  # the data, from meta.json
         args, sp = meta.get('args') or {}, meta['splits']
         names = lambda s: ', '.join(os.path.basename(x.rstrip('/')) for x in str(s).split(','))  # noqa: E731
-        doc += [('p', f"Data: {names(meta.get('source'))}; validation: "
-                      + (names(args['val_source']) if args.get('val_source') else f"{args.get('val_fraction')} of the stories")
-                      + '. Tokenizer: ' + ('a byte-level BPE trained on the training text' if meta['tokenizer'] == 'bpe'
-                                           else "GPT-2's byte-level BPE") + f", {meta['vocab_size']:,} tokens."),
+        val_from = names(args['val_source']) if args.get('val_source') else f"{args.get('val_fraction')} of the stories"
+        bpe = "GPT-2's byte-level BPE" if meta['tokenizer'] == 'gpt2' else 'a byte-level BPE trained on this data'
+        doc += [('p', f"Data: {names(meta.get('source'))}; validation: {val_from}. Tokenizer: {bpe}, "
+                      f"{meta['vocab_size']:,} tokens."),
                 ('table', ['split', 'stories', 'tokens', 'bytes', 'bytes/token'],
                  [[s, f"{sp[s]['stories']:,}", f"{sp[s]['tokens']:,}", f"{sp[s]['bytes']:,}",
                    f"{sp[s]['bytes'] / max(1, sp[s]['tokens']):.2f}"] for s in ('train', 'val')])]
@@ -479,42 +501,43 @@ if __name__ == '__main__':
     opt = (f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"
            if opt == 'adamw' else f"{opt} (its settings are in the checkpoint's config)") + \
         (f", gradients clipped to norm {tc['grad_clip']:g}" if tc.get('grad_clip') else '')
-    doc += [('table', ['training', "from the checkpoint's config and metrics.jsonl"], [
+    passes = f" ({seen / meta['splits']['train']['tokens']:.2f} passes over the training tokens)" if meta else ''
+    doc.append(('table', ['training', "from the checkpoint's config and metrics.jsonl"], [
         ['steps', f"{iter_num:,} (max_iters {tc.get('max_iters', '?')})"],
-        ['batch', f"{tc.get('batch_size')} x {tc.get('gradient_accumulation_steps')} sequences of {tc.get('block_size')} "
-                  f"tokens = {per_step:,} tokens per step"],
-        ['tokens seen', f"{seen:,}" + (f" ({seen / meta['splits']['train']['tokens']:.2f} passes over the training tokens)"
-                                       if meta else '')],
-        ['learning rate', sched], ['optimizer', opt],
+        ['batch', f"{tc.get('batch_size')} x {tc.get('gradient_accumulation_steps')} sequences of "
+                  f"{tc.get('block_size')} tokens = {per_step:,} tokens per step"],
+        ['tokens seen', f"{seen:,}{passes}"], ['learning rate', sched], ['optimizer', opt],
         ['device', f"{tc.get('device')}, {tc.get('dtype')}" + (', compiled' if tc.get('compile') else '')],
-        ['training time', f"{secs:,.0f} s, evaluation excluded: {seen / secs:,.0f} tokens/s" if secs else '-']])]
+        ['training time', f"{secs:,.0f} s, evaluation excluded: {seen / secs:,.0f} tokens/s" if secs else '-']]))
 
     at_ckpt = [r for r in eval_log if r['iter'] <= iter_num]
     est = at_ckpt[-1] if at_ckpt else None  # train.py's estimate at this checkpoint's iteration
-    doc += [('h2', '3. Results'), ('table', ['model', 'val loss (nats/token)', 'perplexity', 'bits per byte'], [
-        [what, f"{results[k]['loss']:.4f}", f"{results[k]['ppl']:,.2f}", fmt(results[k].get('bpb'), '.4f')]
-        for k, what in (('trained', 'this checkpoint'), ('untrained', 'untrained, same architecture')) if k in results]
-        + [[f'uniform over {V} tokens', f'{math.log(V):.4f}', f'{V:,}', '-']]
-        + ([[f"train.py's estimate at iteration {est['iter']}", fmt(est.get('val_loss'), '.4f'), fmt(est.get('val_ppl'), ',.2f'),
-             fmt(est.get('val_bpb'), '.4f')]] if est else [])),
-        ('p', (f'{eval_note}. "Untrained" is the same architecture freshly initialised (seed 0). ' if results else
-               'No exact evaluation: the val split was not found (see --data_dir). ')
-         + "train.py's estimate comes from a few fixed batches, during training.")]
+    res = [[what, f"{results[k]['loss']:.4f}", f"{results[k]['ppl']:,.2f}", fmt(results[k].get('bpb'), '.4f')]
+           for k, what in (('trained', 'this checkpoint'), ('untrained', 'untrained, same architecture'))
+           if k in results] + [[f'uniform over {V} tokens', f'{math.log(V):.4f}', f'{V:,}', '-']]
+    if est:
+        res.append([f"train.py's estimate at iteration {est['iter']}", fmt(est.get('val_loss'), '.4f'),
+                    fmt(est.get('val_ppl'), ',.2f'), fmt(est.get('val_bpb'), '.4f')])
+    doc += [('h2', '3. Results'), ('table', ['model', 'val loss (nats/token)', 'perplexity', 'bits per byte'], res),
+            ('p', (f'{eval_note}. "Untrained" is the same architecture freshly initialised (seed 0). ' if results else
+                   'No exact evaluation: the val split was not found (see --data_dir). ')
+             + "train.py's estimate comes from a few fixed batches, during training.")]
 
+    rep = f'repeated_{REP_N}grams'
     doc += [('h2', '4. Decoding study'),
-            ('p', f'{samples} stories per strategy of at most {max_new_tokens} new tokens, continuing the prompts below in '
-                  f'turn (seed {seed}; greedy and beam search decode each prompt once). All on tokens: length leaves out the '
-                  f"final <|endoftext|>; distinct-n is the number of distinct n-grams over all n-grams of a strategy's "
-                  f"stories taken together (Li et al. 2016); rep-{REP_N} is the share of a story's {REP_N}-grams that repeat "
-                  f'one earlier in the same story (seq-rep-{REP_N}, Welleck et al. 2019; loops give high values), averaged '
-                  'over stories; log p is the log-probability the model gives the new tokens (a final <|endoftext|> '
-                  'included), summed over all stories and divided by their number of tokens; eot is the share of stories '
-                  'that ended with <|endoftext|>.'),
+            ('p', f'{samples} stories per strategy of at most {max_new_tokens} new tokens, continuing the prompts '
+                  f'below in turn (seed {seed}; greedy and beam search decode each prompt once). All on tokens: length '
+                  'leaves out the final <|endoftext|>; distinct-n is the number of distinct n-grams over all n-grams '
+                  f"of a strategy's stories taken together (Li et al. 2016); rep-{REP_N} is the share of a story's "
+                  f'{REP_N}-grams that repeat one earlier in the same story (seq-rep-{REP_N}, Welleck et al. 2019; '
+                  'loops give high values), averaged over stories; log p is the log-probability the model gives '
+                  'the new tokens (a final <|endoftext|> included), summed over all stories and divided by their '
+                  'number of tokens; eot is the share of stories that ended with <|endoftext|>.'),
             ('table', ['strategy', 'stories', 'length', 'distinct-1', 'distinct-2', 'distinct-3', f'rep-{REP_N} %',
                        'log p / token', 'eot %'],
              [[n, str(s['stories']), f"{s['mean_tokens']:.1f}", *(fmt(s[f'distinct_{k}'], '.3f') for k in (1, 2, 3)),
-               fmt(s[f'repeated_{REP_N}grams'] and 100 * s[f'repeated_{REP_N}grams'], '.1f'), f"{s['logp_per_token']:.3f}",
-               f"{100 * s['ended_with_eot']:.0f}"] for n, s in study.items()])]
+               fmt(s[rep] and 100 * s[rep], '.1f'), f"{s['logp_per_token']:.3f}", f"{100 * s['ended_with_eot']:.0f}"]
+              for n, s in study.items()])]
     for p, prompt in enumerate(prompts):
         doc.append(('h3', f'Prompt {p + 1}: "{prompt}"'))
         for name, _ in STRATEGIES:
@@ -527,37 +550,40 @@ if __name__ == '__main__':
     facts = []
     if est and est.get('train_loss') is not None:
         gap = est['val_loss'] - est['train_loss']
-        facts.append(f"Train vs val: at iteration {est['iter']} train.py measured val loss {est['val_loss']:.3f} and train "
-                     f"loss {est['train_loss']:.3f}, a gap of {gap:+.3f} nats/token ({100 * gap / est['val_loss']:+.1f}% of "
-                     'the val loss): ' + ('the model fits its training text better than held-out text (gap above 5%).'
-                                          if gap > 0.05 * est['val_loss'] else 'the held-out text is the easier one (gap '
-                                          'below -5%).' if gap < -0.05 * est['val_loss'] else 'no sign of overfitting '
-                                          '(gap within 5%).'))
+        share = gap / est['val_loss']
+        facts.append(f"Train vs val: at iteration {est['iter']} train.py measured val loss {est['val_loss']:.3f} and "
+                     f"train loss {est['train_loss']:.3f}, a gap of {gap:+.3f} nats/token ({share:+.1%} of the val "
+                     'loss): ' + ('the model fits its training text better than held-out text (gap above 5%).'
+                                  if share > 0.05 else 'the held-out text is the easier one (gap below -5%).'
+                                  if share < -0.05 else
+                        'no sign of overfitting (gap within 5%).'))
     if len(at_ckpt) >= 2:
         a, z = at_ckpt[-2:]
-        drop = a['val_loss'] - z['val_loss']
-        facts.append(f"Val curve: from iteration {a['iter']} to {z['iter']} the val loss went from {a['val_loss']:.3f} to "
-                     f"{z['val_loss']:.3f} ({-100 * drop / a['val_loss']:+.1f}%): " +
-                     ('still falling at the end, so longer training would likely lower it further.' if drop > 0.005 * a['val_loss']
-                      else 'rising at the end.' if drop < -0.005 * a['val_loss'] else 'flat at the end (within 0.5%).'))
+        change = (z['val_loss'] - a['val_loss']) / a['val_loss']
+        facts.append(f"Val curve: from iteration {a['iter']} to {z['iter']} the val loss went from {a['val_loss']:.3f} "
+                     f"to {z['val_loss']:.3f} ({change:+.1%}): "
+                     + ('still falling at the end, so longer training would likely lower it further.' if change < -0.005
+                        else 'rising at the end.' if change > 0.005 else 'flat at the end (within 0.5%).'))
     if results:
         t, u = results['trained'], results['untrained']
         facts.append(f"Gain over the untrained baseline: val loss {u['loss']:.3f} -> {t['loss']:.3f} nats/token "
                      f"({u['loss'] - t['loss']:.3f} lower), perplexity {u['ppl']:,.1f} -> {t['ppl']:,.1f} "
                      f"({u['ppl'] / t['ppl']:,.1f}x lower); a uniform guess scores {math.log(V):.3f}.")
-    for what, key, spec in ((f'Repetition loops (rep-{REP_N})', f'repeated_{REP_N}grams', '.1%'),
-                            ('Diversity (distinct-2)', 'distinct_2', '.3f'),
-                            (f'Stories ending with <|endoftext|> within {max_new_tokens} tokens', 'ended_with_eot', '.0%')):
+    ended = f'Stories ending with <|endoftext|> within {max_new_tokens} tokens'
+    for what, key, spec in ((f'Repetition loops (rep-{REP_N})', rep, '.1%'),
+                            ('Diversity (distinct-2)', 'distinct_2', '.3f'), (ended, 'ended_with_eot', '.0%')):
         vals = {n: s[key] for n, s in study.items() if s[key] is not None}
         if vals:
             lo, hi = min(vals, key=vals.get), max(vals, key=vals.get)
             facts.append(f'{what}: lowest with {lo} ({vals[lo]:{spec}}), highest with {hi} ({vals[hi]:{spec}}).')
     likeliest = max(study, key=lambda n: study[n]['logp_per_token'])
-    if likeliest == max(study, key=lambda n: study[n][f'repeated_{REP_N}grams'] or 0):
-        facts.append(f"The model rates the text of {likeliest} likeliest ({study[likeliest]['logp_per_token']:.3f} nats/token), "
-                     'and it is the one with the most repetition.')
-    doc += [('h2', '5. Discussion'), ('p', 'Generated by rules from the measurements above:')] + [('li', f) for f in facts]
-    doc += [('h2', 'Figures'), ('p', 'Each figure follows with its caption.')] + [('fig', rel, cap) for _, rel, cap in figures]
+    if likeliest == max(study, key=lambda n: study[n][rep] or 0):
+        facts.append(f"The model rates the text of {likeliest} likeliest ({study[likeliest]['logp_per_token']:.3f} "
+                     'nats/token), and it is the one with the most repetition.')
+    doc += [('h2', '5. Discussion'), ('p', 'Generated by rules from the measurements above:')]
+    doc += [('li', f) for f in facts]
+    doc += [('h2', 'Figures'), ('p', 'Each figure follows with its caption.')]
+    doc += [('fig', rel, cap) for _, rel, cap in figures]
 
     # ---------------------------------------------------------------- report.md
     md, nfig = [], 0
@@ -569,7 +595,7 @@ if __name__ == '__main__':
         elif kind == 'eq':
             md += ['$$', a[0], '$$', '']
         elif kind == 'table':
-            md += ['| ' + ' | '.join(a[0]) + ' |', '|' + '---|' * len(a[0])] + ['| ' + ' | '.join(r) + ' |' for r in a[1]] + ['']
+            md += ['| ' + ' | '.join(r) + ' |' for r in [a[0], ['---'] * len(a[0]), *a[1]]] + ['']
         elif kind == 'story':
             md += [f'**{a[0]}**', ''] + ['> ' + line for line in a[1].split('\n')] + ['']
         elif kind == 'fig':
@@ -588,7 +614,7 @@ if __name__ == '__main__':
     pdf.set_title(doc[0][1])
     pdf.set_margins(18, 15, 18)
     pdf.set_auto_page_break(True, margin=15)
-    fonts = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')  # matplotlib's DejaVu: every glyph, no system fonts
+    fonts = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')  # matplotlib's DejaVu: no system fonts needed
     for style, file in (('', 'DejaVuSans'), ('B', 'DejaVuSans-Bold'), ('I', 'DejaVuSans-Oblique')):
         pdf.add_font('sans', style, os.path.join(fonts, file + '.ttf'))
     pdf.add_page()
@@ -612,7 +638,8 @@ if __name__ == '__main__':
             pdf.ln(1)
         elif kind == 'eq':  # rendered by mathtext at 300 dpi, placed at its natural size (shrunk if too wide)
             buf = io.BytesIO()
-            mathtext.math_to_image(f'${a[0]}$', buf, prop=matplotlib.font_manager.FontProperties(size=11), dpi=300, format='png')
+            mathtext.math_to_image(f'${a[0]}$', buf, prop=matplotlib.font_manager.FontProperties(size=11), dpi=300,
+                                   format='png')
             w, hgt = (px / 300 * 25.4 for px in Image.open(buf).size)
             scale = min(1.0, (pdf.epw - 8) / w)
             if pdf.will_page_break(hgt * scale + 2):
@@ -629,11 +656,14 @@ if __name__ == '__main__':
             if pdf.will_page_break(4.6 * (len(body) + 1)):  # keep a table on one page
                 pdf.add_page()
             with pdf.table(width=min(pdf.epw, sum(widths)), col_widths=widths, align='LEFT', line_height=4.2,
-                           text_align=['RIGHT' if n else 'LEFT' for n in numeric], borders_layout='HORIZONTAL_LINES') as table:
+                           text_align=['RIGHT' if n else 'LEFT' for n in numeric],
+                           borders_layout='HORIZONTAL_LINES') as table:
                 for r in [head, *body]:
                     table.row(r)
             pdf.ln(2)
         elif kind == 'story':
+            if pdf.will_page_break(12):  # the name stays with the first lines of its story
+                pdf.add_page()
             pdf.set_font('sans', 'B', 8)
             pdf.cell(0, 4, a[0], new_x='LMARGIN', new_y='NEXT')
             pdf.set_font('sans', 'I', 8)
@@ -655,4 +685,5 @@ if __name__ == '__main__':
     if text_pages > 5:
         print(f"note: the text part is {text_pages} pages, over a course report's 5; fewer --prompts or a smaller "
               "--max_new_tokens shortens the stories")
-    print(f"wrote report.md and report.pdf ({text_pages} text pages + {len(figures)} figures) in {time.time() - t_start:.1f}s")
+    print(f"wrote report.md and report.pdf ({text_pages} text pages + {len(figures)} figures) "
+          f"in {time.time() - t_start:.1f}s")

@@ -190,7 +190,8 @@ CONFIGS = {  # config -> the components its equations must show, no more and no 
                 {'embedding', 'pos:sinusoidal', 'block:post', 'norm:layernorm', 'attention', 'mlp:relu', 'output',
                  'loss:label_smoothing'}),
     'gqa': (dict(n_head=8, n_kv_head=2, n_embd=256, act='geglu', pos='none', norm='none'),
-            {'embedding', 'pos:none', 'block:unnormalised', 'attention', 'gqa', 'mlp:geglu', 'output', 'tying', 'loss'}),
+            {'embedding', 'pos:none', 'block:unnormalised', 'attention', 'gqa', 'mlp:geglu', 'output', 'tying',
+             'loss'}),
     'silu': (dict(act='silu', n_kv_head=6), {'embedding', 'pos:rope', 'block:pre', 'norm:rmsnorm', 'attention',
                                               'mlp:silu', 'output', 'tying', 'loss'}),
 }
