@@ -16,7 +16,8 @@ The last window is moved back to end at the last token, so it too is a full wind
 
 Reports loss (mean nats per predicted token), perplexity exp(loss), bits per byte (the summed loss in
 bits over the UTF-8 bytes of the split's text, comparable across tokenizers), and the token and byte
-counts; prints one line and writes out_dir/eval.json. `evaluate()` is importable (report.py uses it).
+counts; prints one line and writes out_dir/eval.json. `evaluate()` and `token_logprobs()` are importable
+(report.py uses them).
 """
 import json
 import math
@@ -95,6 +96,21 @@ def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float
     if n_bytes:
         out |= {'bytes': int(n_bytes), 'bpb': loss * n / n_bytes / math.log(2)}
     return out
+
+
+@torch.no_grad()
+def token_logprobs(model, ids):
+    """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1 (a float tensor), each token predicted from up to block_size
+    tokens before it: the windows of evaluate() with stride block_size // 2, so that -sum equals its summed loss."""
+    assert not model.training, 'call model.eval() first: dropout would change the numbers'
+    bs = model.config.block_size
+    ends, scored, width = windows(len(ids), bs, max(1, bs // 2))
+    seq, out = torch.as_tensor(ids, device=next(model.parameters()).device), []
+    for e, k in zip(ends.tolist(), scored.tolist()):
+        y = seq[e - width + 1:e + 1]
+        logits, _ = model(seq[None, e - width:e], y[None])  # targets given: logits at every position
+        out.append(logits[0, -k:].float().log_softmax(-1).gather(-1, y[-k:, None])[:, 0])
+    return torch.cat(out)
 
 
 def checkpoint_path(out_dir, ckpt):

@@ -17,7 +17,7 @@ from configurator import describe
 from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT))
-from eval import evaluate, windows  # noqa: E402
+from eval import evaluate, token_logprobs, windows  # noqa: E402
 
 
 def load(ckpt_dir):
@@ -66,6 +66,19 @@ def test_evaluate_equals_token_by_token_recompute(tiny_ckpt, tiny_data, stride):
     assert got['loss'] == pytest.approx(nll / (len(tokens) - 1), rel=1e-5)
     assert got['ppl'] == pytest.approx(math.exp(got['loss']))
 
+
+
+@pytest.mark.parametrize('n', [30, 150])
+def test_token_logprobs_are_evaluates_predictions_one_by_one(tiny_ckpt, tiny_data, n):
+    """token_logprobs gives one log-probability per predicted token, from the same windows as evaluate at stride
+    block_size // 2, so minus their sum is evaluate's summed loss, within a block (30 tokens) and past it (150)."""
+    model, ckpt = load(tiny_ckpt)
+    T = ckpt['model_args']['block_size']
+    tokens = split(tiny_data)[0][:n]
+    lp = token_logprobs(model, tokens.astype(np.int64).tolist())
+    assert lp.shape == (n - 1,) and bool((lp <= 0).all())
+    want = evaluate(model, tokens, T, T // 2, batch_size=4, device='cpu')
+    assert -lp.sum().item() == pytest.approx(want['loss'] * want['tokens'], rel=1e-5)
 
 def test_split_shorter_than_a_block_is_one_full_forward(tiny_ckpt, tiny_data):
     model, ckpt = load(tiny_ckpt)
