@@ -32,8 +32,9 @@ import torch
 
 import tokenizer
 from configurator import configure
-from eval import checkpoint_path, evaluate
+from eval import evaluate
 from model import GPT, GPTConfig, check_device
+from rundir import find_checkpoint
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -138,9 +139,10 @@ if not os.path.isfile(metrics_path):
 train_log, eval_log = read_metrics(metrics_path)
 if not train_log and not eval_log:
     raise SystemExit(f"{metrics_path} holds no records; train first (train.py logs to it)")
-ckpt_path = checkpoint_path(out_dir, ckpt)  # the same lookup as sample.py and eval.py
-if not os.path.isfile(ckpt_path):
-    raise SystemExit(f"checkpoint {ckpt_path} not found; pass --ckpt=best, --ckpt=last or a path to a .pt file")
+try:
+    ckpt_path = find_checkpoint(out_dir, ckpt)  # the same lookup as sample.py and eval.py
+except FileNotFoundError as e:
+    raise SystemExit(str(e)) from None
 
 model, ck = GPT.from_checkpoint(ckpt_path, device=device)
 model.eval()
