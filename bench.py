@@ -136,15 +136,10 @@ if data and os.path.isdir(data):
 if data:
     if not os.path.isfile(data):
         raise FileNotFoundError(f"--data={data} is not a file; pass a train.bin/val.bin written by prepare.py, or --data='' for random tokens")
-    meta = tokenizer.read_meta(os.path.dirname(data))  # the meta.json prepare.py wrote beside the .bin
+    meta = tokenizer.read_meta(os.path.dirname(data))  # the meta.json prepare.py wrote beside the .bin, checked
     meta_path = os.path.join(os.path.dirname(data), 'meta.json')
-    try:
-        vocab_size, token_dtype = int(meta['vocab_size']), np.dtype(meta['dtype'])
-        if token_dtype not in (np.uint16, np.uint32):
-            raise ValueError(token_dtype)
-        start_id = int(meta.get('eot_id') or 0)  # every story starts after <|endoftext|>
-    except (ValueError, KeyError, TypeError):
-        raise ValueError(f"{meta_path} is not a valid meta.json (needs vocab_size and dtype uint16/uint32); re-run prepare.py")
+    vocab_size, token_dtype = meta['vocab_size'], np.dtype(meta['dtype'])
+    start_id = meta['eot_id']  # every story starts after <|endoftext|>
     if os.path.getsize(data) % token_dtype.itemsize:
         raise ValueError(f"{data} is not a whole number of {token_dtype} tokens; it is truncated or not from prepare.py, re-run it")
     tokens = np.memmap(data, dtype=token_dtype, mode='r')

@@ -171,12 +171,8 @@ if init_from == 'resume':
 # -----------------------------------------------------------------------------
 # data: flat token files memory-mapped (the OS pages in only the windows we read)
 meta_path = os.path.join(data_dir, 'meta.json')
-meta = tokenizer.read_meta(data_dir)  # a one-line exit when it is missing or damaged
-try:
-    vocab_size, token_dtype = int(meta['vocab_size']), np.dtype(meta['dtype'])
-    split_meta = {s: meta['splits'][s] for s in ('train', 'val')}
-except (ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{meta_path} is damaged ({type(e).__name__}: {e}); rerun prepare.py --out_dir={data_dir}")
+meta = tokenizer.read_meta(data_dir)  # checked there: vocab_size, dtype and the splits' token counts
+vocab_size, token_dtype, split_meta = meta['vocab_size'], np.dtype(meta['dtype']), meta['splits']
 
 
 def open_split(split):

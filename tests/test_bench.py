@@ -57,14 +57,19 @@ def test_train_config_sets_the_shape_and_every_figure_is_positive_and_consistent
     assert 'tokens/s' in p.stdout and 'MFU' in p.stdout and 'KV cache' in p.stdout
 
 
+def meta(vocab_size):
+    """The meta.json prepare.py would write for a uint16 train.bin/val.bin pair with this vocabulary."""
+    return {'version': 1, 'tokenizer': 'bpe', 'vocab_size': vocab_size, 'eot_id': vocab_size - 1, 'dtype': 'uint16',
+            'splits': {'train': {'tokens': 4000}, 'val': {'tokens': 0}}}
+
+
 def test_real_data_takes_the_vocab_from_meta_json(tmp_path):
     """--data given a prepare.py-style folder reads batches from its train.bin; the model's vocab comes from
     meta.json, not --vocab_size, and --sample_tokens=0 skips the sampling benchmark."""
     data = tmp_path / 'data'
     data.mkdir()
     np.random.default_rng(0).integers(0, 300, size=4000).astype(np.uint16).tofile(data / 'train.bin')
-    (data / 'meta.json').write_text(json.dumps({'version': 1, 'vocab_size': 300, 'eot_id': 299, 'dtype': 'uint16',
-                                                'tokenizer': 'bpe'}))
+    (data / 'meta.json').write_text(json.dumps(meta(300)))
     r, _ = bench(tmp_path, f'--data={data}', '--vocab_size=999', '--sample_tokens=0',
                  '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=2')
     assert r['model_args']['vocab_size'] == 300
@@ -99,7 +104,7 @@ def test_bad_data_path_exits_with_one_line_message(tmp_path, monkeypatch, capsys
         path, named = tmp_path / 'train.bin', 'meta.json'
         np.arange(400, dtype=np.uint16).tofile(path)
         if case == 'ids past the vocabulary':
-            (tmp_path / 'meta.json').write_text(json.dumps({'vocab_size': 300, 'dtype': 'uint16', 'tokenizer': 'bpe'}))
+            (tmp_path / 'meta.json').write_text(json.dumps(meta(300)))
             named = 'token id 399'
     assert named in refusal(monkeypatch, capsys, f'--data={path}', f'--json_out={tmp_path / "b.json"}')
     assert not (tmp_path / 'b.json').exists()

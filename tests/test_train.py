@@ -344,6 +344,7 @@ def test_a_line_cut_short_at_the_end_of_the_metrics_is_dropped_on_resume(short_r
     (['--dtype=float64'], "dtype='float64'"), (['--init_from=resum'], "init_from='resum'"),
     (['--batch_size=0'], 'batch_size=0 must be at least 1'), (['--device=tpu'], "device 'tpu'"),
     (['--block_size=100000000'], 'too few for block_size'), (['--data_dir=/nowhere'], 'prepare.py'),
+    (['--dropout=1.5'], 'dropout'), (['--n_head=5'], 'n_embd=32 is not divisible by n_head=5'),
 ])
 def test_bad_settings_are_one_line_before_anything_is_written(args, words, tiny_data, tmp_path, monkeypatch, capsys):
     line = one_line(*train_here(monkeypatch, capsys, tiny_data, tmp_path / 'run', *args))
@@ -355,7 +356,7 @@ def test_token_ids_past_the_vocabulary_are_refused_at_startup(tiny_data, tmp_pat
     """meta.json promising fewer tokens than the .bin files use: one line, not an IndexError inside the model."""
     data = copy_run(tiny_data, tmp_path / 'data')
     meta = json.loads((data / 'meta.json').read_text())
-    meta['vocab_size'] = 256  # the files hold ids up to 511
+    meta['vocab_size'], meta['eot_id'] = 256, 255  # a consistent meta.json, but the files hold ids up to 511
     (data / 'meta.json').write_text(json.dumps(meta))
     line = one_line(*train_here(monkeypatch, capsys, data, tmp_path / 'run'))
     assert re.search(r'train.bin holds token id \d+ but .*meta.json says vocab_size=256', line), line
