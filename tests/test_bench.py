@@ -2,14 +2,11 @@
 No test looks at how fast anything is: only that every figure is there, positive and coherent."""
 import json
 import math
-import runpy
-import sys
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import ROOT, run_script
+from conftest import one_line, run_here, run_script
 
 TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--steps=3', '--warmup_steps=1']
 
@@ -78,21 +75,8 @@ def test_real_data_takes_the_vocab_from_meta_json(tmp_path):
 
 
 def refusal(monkeypatch, capsys, *args):
-    """The one line bench.py prints on stderr, and nothing else, when it refuses these args (run in this process,
-    through the exception hook configure() installs, as a real process would)."""
-    monkeypatch.setattr(sys, 'argv', ['bench.py', *TINY, *map(str, args)])
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
-    capsys.readouterr()
-    with pytest.raises((SystemExit, ValueError, OSError)) as e, torch.random.fork_rng(devices=[]):
-        runpy.run_path(str(ROOT / 'bench.py'), run_name='__main__')
-    if isinstance(e.value, SystemExit):
-        assert isinstance(e.value.code, str), e.value.code
-        err = e.value.code + '\n'
-    else:
-        sys.excepthook(e.type, e.value, e.tb)
-        err = capsys.readouterr().err
-    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
-    return err.strip()
+    """The one line bench.py prints on stderr, and nothing else, when it refuses these args."""
+    return one_line(*run_here(monkeypatch, capsys, 'bench.py', *TINY, *args))
 
 
 @pytest.mark.parametrize('case', ['missing_bin', 'missing_meta', 'ids past the vocabulary'])

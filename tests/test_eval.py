@@ -4,7 +4,6 @@ uniform guess; the script writes the figures as JSON and refuses bad input with 
 import json
 import math
 import os
-import runpy
 import shutil
 import sys
 
@@ -14,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, run_script
+from conftest import ROOT, one_line, run_here, run_script
 
 sys.path.insert(0, str(ROOT))
 from eval import evaluate, windows  # noqa: E402
@@ -122,21 +121,8 @@ def test_evaluate_raises_exceptions_a_caller_can_catch(tiny_ckpt, tiny_data):
 
 
 def error(monkeypatch, capsys, *args):
-    """The one line eval.py prints on stderr, and nothing else, when it refuses these args (as a real process
-    would: through the exception hook configure() installs)."""
-    monkeypatch.setattr(sys, 'argv', ['eval.py', '--device=cpu', '--dtype=float32', *args])
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
-    capsys.readouterr()
-    with pytest.raises((SystemExit, ValueError, OSError)) as e:
-        runpy.run_path(str(ROOT / 'eval.py'), run_name='__main__')
-    if isinstance(e.value, SystemExit):
-        assert isinstance(e.value.code, str), e.value.code
-        err = e.value.code + '\n'
-    else:
-        sys.excepthook(e.type, e.value, e.tb)
-        err = capsys.readouterr().err
-    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
-    return err.strip()
+    """The one line eval.py prints on stderr, and nothing else, when it refuses these args."""
+    return one_line(*run_here(monkeypatch, capsys, 'eval.py', '--device=cpu', '--dtype=float32', *args))
 
 
 def test_bad_input_exits_with_one_line_naming_the_problem(monkeypatch, capsys, tiny_ckpt, tiny_data, tmp_path):

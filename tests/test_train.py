@@ -4,13 +4,11 @@ clear line. Runs that only need train.py's outcome run in this process (no secon
 processes (signals, locks, torchrun) start real ones."""
 import ast
 import errno
-import gc
 import glob
 import hashlib
 import json
 import math
 import os
-import random
 import re
 import runpy
 import shutil
@@ -19,13 +17,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
 
-import configurator
 import rundir
-from conftest import ROOT, run_script
+from conftest import ROOT, one_line, run_here, run_script
 
 sys.path.insert(0, str(ROOT))
 from model import GPT  # noqa: E402
@@ -41,37 +37,8 @@ def train(data, out, *args, check=True, env=None):
 
 
 def train_here(monkeypatch, capsys, data, out, *args):
-    """train.py run in this process as `python train.py ...` runs -> (exit status, what it printed on stderr).
-    A failure goes through the exception hook configure() installed, as it would in a real process."""
-    monkeypatch.setattr(sys, 'argv', ['train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY, *args])
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # configure() installs its own: put ours back after
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    states = random.getstate(), np.random.get_state()
-    capsys.readouterr()
-    code = 0
-    try:
-        with torch.random.fork_rng(devices=[]):  # train.py seeds the generators: leave other tests' as they were
-            runpy.run_path(str(ROOT / 'train.py'), run_name='__main__')
-    except SystemExit as e:
-        code = 1 if isinstance(e.code, str) else e.code
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-    except BaseException as e:  # noqa: B036 (as the interpreter does: KeyboardInterrupt included)
-        sys.excepthook(type(e), e, e.__traceback__)
-        code = 130 if isinstance(e, KeyboardInterrupt) else 1
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        gc.collect()  # the run's globals go, and with them its lock on out_dir
-    return code, capsys.readouterr().err
-
-
-def one_line(code, err):
-    """A failure as promised: non-zero status and one stderr line, no traceback; returns the line."""
-    assert code not in (0, None) and 'Traceback' not in err and len(err.strip().splitlines()) == 1, (code, err)
-    return err.strip()
+    """train.py run in this process -> (exit status, stderr); see conftest.run_here."""
+    return run_here(monkeypatch, capsys, 'train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY, *args)
 
 
 def records(out, kind):
