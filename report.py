@@ -33,7 +33,8 @@ import torch
 import tokenizer
 from configurator import configure
 from eval import evaluate
-from model import GPT, GPTConfig, check_device
+from device import check_device
+from model import GPT, GPTConfig
 from rundir import find_checkpoint
 
 # -----------------------------------------------------------------------------

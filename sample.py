@@ -29,7 +29,8 @@ from contextlib import nullcontext
 import torch
 
 import tokenizer
-from model import GPT, check_device
+from device import check_device
+from model import GPT
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
