@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import run_script
+from conftest import one_line, run_here, run_script
 
 TINY = ['--device=cpu', '--dtype=float32', '--compile=False', '--steps=3', '--warmup_steps=1']
 
@@ -47,11 +47,17 @@ def test_train_config_sets_the_shape_and_every_figure_is_positive_and_consistent
 
     s = r['sample']
     assert s['new_tokens'] == 8 and s['cached_tokens_per_s'] > 0 and s['uncached_tokens_per_s'] > 0
-    assert isinstance(s['same_tokens'], bool)
+    assert s['same_tokens'] is True  # greedy with and without the KV cache: the same story
 
     assert r['profile'] == str(trace) and 'traceEvents' in json.loads(trace.read_text())
     assert not list(tmp_path.rglob('*.tmp*'))  # atomic writes leave no temporary files behind
     assert 'tokens/s' in p.stdout and 'MFU' in p.stdout and 'KV cache' in p.stdout
+
+
+def meta(vocab_size):
+    """The meta.json prepare.py would write for a uint16 train.bin/val.bin pair with this vocabulary."""
+    return {'version': 1, 'tokenizer': 'bpe', 'vocab_size': vocab_size, 'eot_id': vocab_size - 1, 'dtype': 'uint16',
+            'splits': {'train': {'tokens': 4000}, 'val': {'tokens': 0}}}
 
 
 def test_real_data_takes_the_vocab_from_meta_json(tmp_path):
@@ -60,7 +66,7 @@ def test_real_data_takes_the_vocab_from_meta_json(tmp_path):
     data = tmp_path / 'data'
     data.mkdir()
     np.random.default_rng(0).integers(0, 300, size=4000).astype(np.uint16).tofile(data / 'train.bin')
-    (data / 'meta.json').write_text(json.dumps({'version': 1, 'vocab_size': 300, 'eot_id': 299, 'dtype': 'uint16'}))
+    (data / 'meta.json').write_text(json.dumps(meta(300)))
     r, _ = bench(tmp_path, f'--data={data}', '--vocab_size=999', '--sample_tokens=0',
                  '--n_layer=1', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=2')
     assert r['model_args']['vocab_size'] == 300
@@ -68,15 +74,30 @@ def test_real_data_takes_the_vocab_from_meta_json(tmp_path):
     assert r['train']['tokens_per_s'] > 0 and math.isfinite(r['train']['loss_last'])
 
 
-@pytest.mark.parametrize('case', ['missing_bin', 'missing_meta'])
-def test_bad_data_path_exits_with_one_line_message(tmp_path, case):
-    """A wrong --data exits non-zero with one line naming the file, not a traceback."""
+def refusal(monkeypatch, capsys, *args):
+    """The one line bench.py prints on stderr, and nothing else, when it refuses these args."""
+    return one_line(*run_here(monkeypatch, capsys, 'bench.py', *TINY, *args))
+
+
+@pytest.mark.parametrize('case', ['missing_bin', 'missing_meta', 'ids past the vocabulary'])
+def test_bad_data_path_exits_with_one_line_message(tmp_path, monkeypatch, capsys, case):
+    """A wrong --data exits with one line naming the file, not a traceback (nor an IndexError in the model)."""
     if case == 'missing_bin':
         path, named = tmp_path / 'nope.bin', 'nope.bin'
     else:
         path, named = tmp_path / 'train.bin', 'meta.json'
-        np.zeros(100, dtype=np.uint16).tofile(path)
-    p = run_script('bench.py', *TINY, f'--data={path}', f'--json_out={tmp_path / "b.json"}', check=False, timeout=60)
-    assert p.returncode != 0 and 'Traceback' not in p.stderr
-    assert named in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        np.arange(400, dtype=np.uint16).tofile(path)
+        if case == 'ids past the vocabulary':
+            (tmp_path / 'meta.json').write_text(json.dumps(meta(300)))
+            named = 'token id 399'
+    assert named in refusal(monkeypatch, capsys, f'--data={path}', f'--json_out={tmp_path / "b.json"}')
+    assert not (tmp_path / 'b.json').exists()
+
+
+@pytest.mark.parametrize('arg,words', [('--learning_rate=-1', 'learning_rate=-1.0 must be above 0'),
+                                       ('--beta1=1', 'beta1=1.0 must be in [0, 1)'), ('--seed=-1', 'seed=-1'),
+                                       ('--weight_decay=-1', 'weight_decay'), ('--dtype=float64', 'dtype'),
+                                       ('--steps=0', 'steps=0 must be at least 1')])
+def test_bad_settings_are_one_line_before_anything_runs(arg, words, monkeypatch, capsys, tmp_path):
+    assert words in refusal(monkeypatch, capsys, arg, f'--json_out={tmp_path / "b.json"}')
     assert not (tmp_path / 'b.json').exists()

@@ -14,7 +14,7 @@ import matplotlib.image as mpimg
 import pytest
 
 import rundir
-from conftest import ROOT, run_script
+from conftest import ROOT, one_line, run_here, run_script
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 # one layer of 16 channels: a step takes milliseconds, so a run costs little more than starting train.py
@@ -42,10 +42,13 @@ def fingerprint(directory):
     return out
 
 
-def in_process(monkeypatch, *args):
-    """sweep.py in this process: for the cases that fail (or stop) before any run starts."""
-    monkeypatch.setattr(sys, 'argv', ['sweep.py', *map(str, args)])
-    runpy.run_path(str(ROOT / 'sweep.py'), run_name='__main__')
+def dry_run_listing(monkeypatch, capsys, path):
+    """What `python sweep.py path --dry_run=True` prints, run in this process."""
+    monkeypatch.setattr(sys, 'argv', ['sweep.py', str(path), '--dry_run=True'])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / 'sweep.py'), run_name='__main__')
+    assert e.value.code == 0
+    return capsys.readouterr().out
 
 
 @pytest.fixture(scope='module')
@@ -136,21 +139,20 @@ def test_an_interrupted_run_resumes_and_ends_as_the_uninterrupted_one(finished, 
     assert {name: fingerprint(copy / name) for name in others} == others
 
 
-def test_a_run_trained_with_other_settings_is_refused_in_one_line(finished, tmp_path, monkeypatch):
+def test_a_run_trained_with_other_settings_is_refused_in_one_line(finished, tmp_path, monkeypatch, capsys):
     path, out, _ = finished
     copy = tmp_path / 'out'
     shutil.copytree(out, copy)
     before = {name: fingerprint(copy / name) for name in GOOD + [DIVERGES]}
-    with pytest.raises(ValueError) as e:  # as if the sweep file had been edited since: no mixing
-        in_process(monkeypatch, path, f'--out_dir={copy}', '--eval_iters=3')
-    msg = str(e.value)
+    # as if the sweep file had been edited since: no mixing
+    msg = one_line(*run_here(monkeypatch, capsys, 'sweep.py', path, f'--out_dir={copy}', '--eval_iters=3'))
     assert 'was trained with other settings (eval_iters=2 then, 3 now)' in msg and '--restart=' in msg
-    assert '\n' not in msg and {name: fingerprint(copy / name) for name in before} == before
+    assert {name: fingerprint(copy / name) for name in before} == before
 
 
 @pytest.mark.parametrize('case', ['unknown key', 'wrong type', 'bad model value', 'unknown sweep name',
                                   'command-line typo'])
-def test_a_typo_fails_in_one_line_before_anything_runs(case, tiny_data, tmp_path, monkeypatch):
+def test_a_typo_fails_in_one_line_before_anything_runs(case, tiny_data, tmp_path, monkeypatch, capsys):
     out, extra, spec = tmp_path / 'out', [], {'grid': {'learning_rate': [1e-3, 3e-3]}}
     if case == 'unknown key':
         spec['runs'], expect = {'wide': {'n_embdd': 64}}, "did you mean 'n_embd'"
@@ -163,9 +165,7 @@ def test_a_typo_fails_in_one_line_before_anything_runs(case, tiny_data, tmp_path
     else:
         extra, expect = ['--max_itres=5'], "did you mean 'max_iters'"
     path = write_sweep(tmp_path / 'study.py', out, tiny_data, **spec)
-    with pytest.raises(ValueError) as e:  # configure()'s hook prints a ValueError as one line
-        in_process(monkeypatch, path, *extra)
-    assert expect in str(e.value) and '\n' not in str(e.value)
+    assert expect in one_line(*run_here(monkeypatch, capsys, 'sweep.py', path, *extra))
     assert not out.exists()  # nothing ran, nothing was written
 
 
@@ -173,23 +173,19 @@ def test_run_names_are_readable_filesystem_safe_and_named_runs_cross_the_grid(ti
                                                                              capsys):
     path = write_sweep(tmp_path / 'study.py', tmp_path / 'out', tiny_data, grid={'seed': [1, 2]},
                        runs={'no-norm': {'norm': 'none'}, 'rms': {}, 'data/x y': {}})
-    with pytest.raises(SystemExit) as e:
-        in_process(monkeypatch, path, '--dry_run=True')
-    assert e.value.code == 0
-    listed = [line.split(':')[0].strip() for line in capsys.readouterr().out.splitlines()
+    listed = [line.split(':')[0].strip() for line in dry_run_listing(monkeypatch, capsys, path).splitlines()
               if line.startswith('  ') and not line.startswith('   ')]
     assert listed == ['no-norm,seed=1', 'no-norm,seed=2', 'rms,seed=1', 'rms,seed=2', 'data_x_y,seed=1',
                       'data_x_y,seed=2']
     assert not (tmp_path / 'out').exists()  # a dry run writes nothing
 
 
-def test_a_second_sweep_on_the_same_directory_is_refused(tiny_data, tmp_path, monkeypatch):
+def test_a_second_sweep_on_the_same_directory_is_refused(tiny_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / 'out'
     path = write_sweep(tmp_path / 'study.py', out, tiny_data, grid={'learning_rate': [1e-3]})
     held = rundir.lock(str(out))  # as the first sweep holds it (flock: another open file is another holder)
     try:
-        with pytest.raises(BlockingIOError, match='is in use by process'):
-            in_process(monkeypatch, path)
+        assert 'is in use by process' in one_line(*run_here(monkeypatch, capsys, 'sweep.py', path))
     finally:
         held.close()
     assert os.listdir(out) == ['.lock']  # the refused sweep wrote nothing
