@@ -18,8 +18,8 @@ A sweep file is Python, like a config file (see config/sweeps/):
     target_val_loss = 3.5                      # optional: how long each run took to reach this val loss
 
 Each run is a plain train.py process with its own out_dir, so sample.py, eval.py and report.py work on
-it. Every run's settings pass train.py's own checks (its configurator, then the model's) before the
-first one starts, so a typo costs one line, not an hour. Re-running a sweep skips finished runs (their
+it. Every run's settings pass train.py's own checks (its configurator and value checks, then the model's)
+before the first run starts, so a typo costs one line, not an hour. Re-running a sweep skips finished runs (their
 metrics.jsonl ends with a 'done' or 'diverged' record), resumes interrupted ones from last.pt, retries
 failed ones, and refuses a run whose settings changed since it started. Stopping the sweep (Ctrl-C,
 kill, even kill -9) makes its runs save last.pt and exit, so the rerun goes on where they were.
@@ -113,16 +113,25 @@ if base and not os.path.exists(base) and os.path.exists(os.path.join(ROOT, base)
     base = os.path.join(ROOT, base)  # config/... works from any directory
 
 
-def train_defaults():
-    """train.py's settings and defaults, as its --help lists them: its source up to configure(), executed."""
-    with open(TRAIN, encoding='utf-8') as f:
-        source = f.read()
-    ns = {'__file__': TRAIN, '__name__': '__train_settings__'}
-    exec(compile(source[:source.index('\nfrom configurator import configure')], TRAIN, 'exec'), ns)
-    return {k: ns[k] for k in setting_keys(ns)}
+with open(TRAIN, encoding='utf-8') as f:
+    source = f.read()
+# train.py up to where it starts on devices and data: its settings, configure() and its checks of their values
+TRAIN_CHECKS = compile(source[:source.index('\n# processes and devices')], TRAIN, 'exec')
 
 
-defaults = train_defaults()
+def train_config(argv):
+    """train.py's settings given command line argv, refused (ValueError) as train.py would refuse them."""
+    ns, real_argv = {'__file__': TRAIN, '__name__': '__train_settings__'}, sys.argv
+    sys.argv = [TRAIN, *argv]  # what configure() reads
+    try:
+        with redirect_stdout(io.StringIO()):  # its "overriding config with ..." line, once per run: noise here
+            exec(TRAIN_CHECKS, ns)
+    finally:
+        sys.argv = real_argv
+    return ns['config']
+
+
+defaults = train_config([])
 cli_keys = [a[2:].partition('=')[0] for a in train_args]
 varied = set(grid) | {k for s in named.values() for k in s}
 for where, settings in [('overrides', overrides), ('grid', grid), *((f"runs['{n}']", s) for n, s in named.items()),
@@ -150,8 +159,7 @@ def show(v):
     return repr(v) if isinstance(v, float) else str(v)
 
 
-with redirect_stdout(io.StringIO()):
-    configure(dict(defaults), argv=train_args)  # the command line's values, checked once
+configure(dict(defaults), argv=train_args)  # the command line's keys and types, once (values: per run below)
 
 
 # -----------------------------------------------------------------------------
@@ -171,8 +179,7 @@ for rname, rset in (list(named.items()) or [(None, {})]):
         argv = ([base] if base else []) + [arg(k, v) for k, v in overrides.items() if k not in cli_keys] + \
             train_args + [arg(k, v) for k, v in settings.items()]
         try:
-            with redirect_stdout(io.StringIO()):  # configure's "overriding config with" line, once per run: noise
-                cfg = configure(dict(defaults), argv=argv)
+            cfg = train_config(argv)
             if cfg['data_dir'] not in vocab:
                 vocab[cfg['data_dir']] = int(tokenizer.read_meta(cfg['data_dir'])['vocab_size'])
             fields = {k: cfg[k] for k in GPTConfig().to_dict() if k != 'vocab_size'}

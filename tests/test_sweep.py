@@ -150,14 +150,16 @@ def test_a_run_trained_with_other_settings_is_refused_in_one_line(finished, tmp_
     assert {name: fingerprint(copy / name) for name in before} == before
 
 
-@pytest.mark.parametrize('case', ['unknown key', 'wrong type', 'bad model value', 'unknown sweep name',
-                                  'command-line typo'])
+@pytest.mark.parametrize('case', ['unknown key', 'wrong type', 'bad training value', 'bad model value',
+                                  'unknown sweep name', 'command-line typo'])
 def test_a_typo_fails_in_one_line_before_anything_runs(case, tiny_data, tmp_path, monkeypatch, capsys):
     out, extra, spec = tmp_path / 'out', [], {'grid': {'learning_rate': [1e-3, 3e-3]}}
     if case == 'unknown key':
         spec['runs'], expect = {'wide': {'n_embdd': 64}}, "did you mean 'n_embd'"
     elif case == 'wrong type':
         spec['runs'], expect = {'deep': {'n_layer': 'four'}}, "'n_layer' must be int"
+    elif case == 'bad training value':  # refused by train.py's own checks, run here before anything starts
+        spec['runs'], expect = {'cosine': {'lr_schedule': 'cosin'}}, "lr_schedule='cosin' is not known"
     elif case == 'bad model value':
         spec['runs'], expect = {'no-norm': {'norm': 'nope'}}, "norm='nope' is unknown"
     elif case == 'unknown sweep name':
