@@ -36,6 +36,7 @@ import json
 import math
 import os
 import re
+import runpy
 import shlex
 import shutil
 import signal
@@ -49,12 +50,9 @@ import matplotlib
 matplotlib.use('Agg')  # files only: servers and CI have no display
 import matplotlib.pyplot as plt
 from matplotlib.lines import Line2D
-import torch
 
 import rundir
-import tokenizer
-from configurator import coerce, configure, run_file, setting_keys, unknown
-from model import GPT, GPTConfig
+from configurator import configure, describe, one_line_errors, run_file, setting_keys
 
 # -----------------------------------------------------------------------------
 # settings of the sweep itself; every other --key=value is a train.py setting for every run
@@ -113,58 +111,47 @@ if base and not os.path.exists(base) and os.path.exists(os.path.join(ROOT, base)
     base = os.path.join(ROOT, base)  # config/... works from any directory
 
 
-with open(TRAIN, encoding='utf-8') as f:
-    source = f.read()
-# train.py up to where it starts on devices and data: its settings, configure() and its checks of their values
-TRAIN_CHECKS = compile(source[:source.index('\n# processes and devices')], TRAIN, 'exec')
-
-
 def train_config(argv):
-    """train.py's settings given command line argv, refused (ValueError) as train.py would refuse them."""
-    ns, real_argv = {'__file__': TRAIN, '__name__': '__train_settings__'}, sys.argv
-    sys.argv = [TRAIN, *argv]  # what configure() reads
+    """What train.py makes of command line argv: its dry run checks the settings, data and model exactly as the
+    run will, and describes the run (effective config, parameters); a ValueError/OSError says what it refuses."""
+    out, real_argv = io.StringIO(), sys.argv
+    sys.argv = [TRAIN, *argv, '--dry_run=True']  # what configure() reads
     try:
-        with redirect_stdout(io.StringIO()):  # its "overriding config with ..." line, once per run: noise here
-            exec(TRAIN_CHECKS, ns)
+        with redirect_stdout(out):
+            runpy.run_path(TRAIN, run_name='__main__')
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise ValueError(str(e.code)) from None
     finally:
-        sys.argv = real_argv
-    return ns['config']
+        sys.argv, sys.excepthook = real_argv, one_line_errors  # (train.py's configure() installs the same hook)
+    return json.loads(out.getvalue().splitlines()[-1])
 
 
-defaults = train_config([])
 cli_keys = [a[2:].partition('=')[0] for a in train_args]
 varied = set(grid) | {k for s in named.values() for k in s}
 for where, settings in [('overrides', overrides), ('grid', grid), *((f"runs['{n}']", s) for n, s in named.items()),
                         ('command line', dict.fromkeys(cli_keys))]:
     for k in settings:
-        if k in ('out_dir', 'init_from'):
+        if k in ('out_dir', 'init_from', 'dry_run'):
             hint = ', or pass --out_dir for the sweep' if k == 'out_dir' else ''
             raise ValueError(f"{where} sets {k}, which sweep.py sets for each run (out_dir/<run name>, resuming "
                              f"interrupted runs); drop it{hint}")
-        if k not in defaults:
-            raise unknown(k, [*defaults, *MINE], where if where == 'command line' else f'{sweep_path} {where}')
         if where == 'command line' and k in varied:
             raise ValueError(f"command line: --{k} is what this sweep varies; drop it, or edit {sweep_path}")
-        if where != 'command line':
-            for v in (settings[k] if where == 'grid' else [settings[k]]):
-                coerce(k, v, defaults[k], f'{sweep_path} {where}')  # the type check train.py would make
 
 
 def arg(k, v):
     """A setting as train.py's command line takes it (configurator.parse keeps text as is for str settings)."""
-    return f"--{k}={v if isinstance(defaults[k], str) else repr(v)}"
+    return f"--{k}={v if isinstance(v, str) else repr(v)}"
 
 
 def show(v):
     return repr(v) if isinstance(v, float) else str(v)
 
 
-configure(dict(defaults), argv=train_args)  # the command line's keys and types, once (values: per run below)
-
-
 # -----------------------------------------------------------------------------
 # the runs: named runs crossed with the grid, each checked as train.py will check it
-runs, vocab = [], {}
+runs = []
 for rname, rset in (list(named.items()) or [(None, {})]):
     for combo in (dict(zip(grid, vals)) for vals in itertools.product(*grid.values())):
         if set(rset) & set(combo):
@@ -179,22 +166,18 @@ for rname, rset in (list(named.items()) or [(None, {})]):
         argv = ([base] if base else []) + [arg(k, v) for k, v in overrides.items() if k not in cli_keys] + \
             train_args + [arg(k, v) for k, v in settings.items()]
         try:
-            cfg = train_config(argv)
-            if cfg['data_dir'] not in vocab:
-                vocab[cfg['data_dir']] = int(tokenizer.read_meta(cfg['data_dir'])['vocab_size'])
-            fields = {k: cfg[k] for k in GPTConfig().to_dict() if k != 'vocab_size'}
-            with torch.device('meta'):  # shapes only: no memory, no time
-                model = GPT(GPTConfig(vocab_size=vocab[cfg['data_dir']], **fields))
-        except (ValueError, OSError) as e:  # a bad value, or data_dir not prepared
-            raise ValueError(f"{sweep_path}, run '{name}': {e}") from None
+            described = train_config(argv)
+        except (ValueError, OSError) as e:  # a typo, a bad value, or data_dir not prepared
+            raise ValueError(f"{sweep_path}, run '{name}': {describe(e)}") from None
+        cfg = described['config']
         if not cfg['always_save_checkpoint']:
             raise ValueError(f"{sweep_path}: always_save_checkpoint=False would leave an interrupted run nothing to "
                              "resume from; drop it")
         config = {k: v for k, v in json.loads(json.dumps(cfg)).items() if k not in ('out_dir', 'init_from')}
         runs.append({'name': name, 'settings': settings, 'argv': argv, 'config': config,
-                     'dir': os.path.join(sweep_dir, name), 'params': model.num_params(),
-                     'flops_per_token': model.flops_per_token(), 'max_iters': cfg['max_iters'],
-                     'tokens_per_iter': cfg['batch_size'] * cfg['block_size'] * cfg['gradient_accumulation_steps'],
+                     'dir': os.path.join(sweep_dir, name), 'params': described['params'],
+                     'flops_per_token': described['flops_per_token'], 'max_iters': cfg['max_iters'],
+                     'tokens_per_iter': described['tokens_per_iter'],
                      'time_budget': cfg.get('time_budget', 0), 'proc': None})
 names = [r['name'] for r in runs]
 again = names if restart.strip() == 'all' else restart.split()

@@ -60,6 +60,7 @@ eval_interval = 500
 log_interval = 10
 eval_iters = 50  # batches per split per evaluation; the same fixed windows every time
 eval_only = False  # evaluate once and exit, writing nothing
+dry_run = False  # check the settings, data and model as a run would, print them as JSON and exit, writing nothing
 always_save_checkpoint = True  # write last.pt at every evaluation, not only at the end
 # wandb (imported only when enabled; WANDB_MODE=offline works)
 wandb_log = False
@@ -233,6 +234,12 @@ if ckpt is not None and ckpt['tokenizer'] != tok_state:
     raise ValueError(f"tokenizer mismatch: {data_dir} was tokenized differently from the data the model in "
                      f"{out_dir}/last.pt was trained on; resume on that data {START_OVER}")
 gptconf = GPTConfig.from_dict(model_args)
+if dry_run:  # everything is checked that can fail before training starts (sweep.py checks each run this way)
+    with torch.device('meta'):  # shapes only: no memory, no time
+        model = GPT(gptconf)
+    print(json.dumps({'config': config, 'params': model.num_params(), 'tokens_per_iter': tokens_per_iter,
+                      'flops_per_token': model.flops_per_token()}))
+    raise SystemExit(0)
 model = GPT(gptconf)
 if ckpt is not None:
     try:

@@ -6,6 +6,7 @@ import ast
 import errno
 import glob
 import hashlib
+import io
 import json
 import math
 import os
@@ -360,6 +361,21 @@ def test_eval_only_writes_nothing(short_run, tiny_data, tmp_path, monkeypatch, c
     before = {p.name: sha(p) for p in run.iterdir()}
     assert train_here(monkeypatch, capsys, tiny_data, run, '--init_from=resume', '--eval_only=True', *SMALL) == (0, '')
     assert {p.name: sha(p) for p in run.iterdir()} == before
+
+
+def test_a_dry_run_describes_the_run_and_writes_nothing(short_run, tiny_data, tmp_path, monkeypatch, capsys):
+    run = copy_run(short_run, tmp_path / 'run')
+    before = {p.name: sha(p) for p in run.iterdir()}
+    monkeypatch.setattr(sys, 'stdout', io.StringIO())
+    # a fresh run into a directory holding one would be refused; a dry run only describes what it would train
+    assert train_here(monkeypatch, capsys, tiny_data, run, '--dry_run=True', *SMALL, '--n_layer=3') == (0, '')
+    described = json.loads(sys.stdout.getvalue().splitlines()[-1])
+    assert described['config']['n_layer'] == 3 and described['tokens_per_iter'] == 8 * 64
+    assert described['params'] > 0 and described['flops_per_token'] > 6 * described['params'] - 1
+    assert {p.name: sha(p) for p in run.iterdir()} == before
+    assert 'n_layr' in one_line(*train_here(monkeypatch, capsys, tiny_data, tmp_path / 'new', '--dry_run=True',
+                                            '--n_layr=3'))
+    assert not (tmp_path / 'new').exists()
 
 
 @pytest.mark.parametrize('case', ['a file', 'read-only'])
