@@ -18,28 +18,29 @@ figures as JSON (bench.json) for plots and comparisons across commits.
 
 Settings use train.py's names, so any train config works (its other keys, like out_dir, are ignored).
 """
-import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
-from dataclasses import fields
 
 import numpy as np
 import torch
 
+import rundir
+import tokenizer
 from configurator import configure
-from model import GPT, GPTConfig, check_device, peak_flops
+from device import autocast, check_device, peak_flops
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # what to measure
 steps = 20               # timed training iterations; 0 skips the training benchmark
 warmup_steps = 5         # untimed iterations first: torch.compile, allocator growth and kernel choice happen here
 data = ''                # '' = random tokens (pure compute); or a .bin from prepare.py (or its folder: train.bin)
-vocab_size = 8192        # for random tokens; with --data, meta.json's vocab_size is used
 sample_tokens = 256      # new tokens per generation in the decoding benchmark; 0 skips it
 sample_batches = (1, 8, 32)  # batch sizes of the batched-sampling measurement (one prompt, one story per row)
 decode_anchor = 109.0    # tokens/s printed beside ours for scale: llama2.c's C run.c on its 15M shape (6L/288d,
@@ -49,22 +50,10 @@ profile = ''             # write a torch.profiler Chrome trace of 3 extra steps 
 json_out = 'bench.json'  # where the figures go ('' = print only)
 # model and batch: train.py's setting names
 batch_size = 16
-block_size = 256
 gradient_accumulation_steps = 1
-n_layer = 6
-n_head = 6
-n_kv_head = None
-n_embd = 288
-mlp_hidden = None
-dropout = 0.0
-bias = False
-pos = 'rope'
-rope_theta = 10000.0
-norm = 'rmsnorm'
-norm_pos = 'pre'
-act = 'swiglu'
-tie_weights = True
-label_smoothing = 0.0
+# every GPTConfig field, with model.py's default: --n_layer=12, --block_size=1024, ...; vocab_size is for random
+# tokens (with --data, meta.json's vocab_size is used)
+globals().update(GPTConfig().to_dict())
 # optimizer: its values don't change the cost, but AdamW and gradient clipping are part of a real step
 learning_rate = 6e-4
 weight_decay = 0.1
@@ -76,25 +65,28 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
     'float16' if torch.cuda.is_available() else 'float32')  # as train.py: autocast dtype, float16 adds a GradScaler
 compile = torch.cuda.is_available()  # on a CPU, compiling costs a minute and gains little for small models
-seed = 1337
+seed = 1337             # in [0, 2**32 - 1]
 # -----------------------------------------------------------------------------
 config = configure(globals(), strict_files=False)
 
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    raise SystemExit(f"dtype={dtype!r} is not supported; use float32, bfloat16 or float16")
 for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'vocab_size'):
     if config[name] < 1:
-        raise SystemExit(f"{name}={config[name]} must be at least 1; pass a positive --{name}")
+        raise ValueError(f"{name}={config[name]} must be at least 1; pass a positive --{name}")
 if not all(isinstance(b, int) and b >= 1 for b in sample_batches):
-    raise SystemExit(f"sample_batches={sample_batches!r} must hold positive batch sizes, like --sample_batches='(1, 8, 32)'")
+    raise ValueError(f"sample_batches={sample_batches!r} must hold positive batch sizes, like --sample_batches='(1, 8, 32)'")
 for name in ('steps', 'warmup_steps', 'sample_tokens', 'threads'):
     if config[name] < 0:
-        raise SystemExit(f"{name}={config[name]} must not be negative; pass --{name}=0 or more")
+        raise ValueError(f"{name}={config[name]} must not be negative; pass --{name}=0 or more")
+for name, ok, want in (('learning_rate', learning_rate > 0, 'above 0'), ('beta1', 0 <= beta1 < 1, 'in [0, 1)'),
+                       ('beta2', 0 <= beta2 < 1, 'in [0, 1)'), ('weight_decay', weight_decay >= 0, 'at least 0'),
+                       ('seed', 0 <= seed <= 2**32 - 1, 'in [0, 2**32 - 1]')):
+    if not ok:  # as train.py refuses them: torch would stop with a traceback
+        raise ValueError(f"{name}={config[name]!r} must be {want}")
 device_type = check_device(device)  # one-line exit for an unusable device
+ctx = autocast(device_type, dtype)  # and for an unknown dtype
+ptdtype = getattr(torch, dtype)  # the weights' dtype when decoding
 if threads:
     torch.set_num_threads(threads)
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 if device_type == 'cuda':
     torch.set_float32_matmul_precision('high')  # TF32 for float32, as train.py (and peak_flops) expect
@@ -148,13 +140,6 @@ def progress(msg):
         print(msg + ' ' * 10, end='\r', flush=True)
 
 
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(path + '.tmp', path)
-
-
 base_rss = rss_bytes()  # Python + torch before any model: subtract it to see what the model itself costs
 
 # data: real tokens exercise the loader too; random ones time pure compute
@@ -163,24 +148,20 @@ if data and os.path.isdir(data):
     data = os.path.join(data, 'train.bin')  # a data_dir, as train.py takes: its training split
 if data:
     if not os.path.isfile(data):
-        raise SystemExit(f"--data={data} is not a file; pass a train.bin/val.bin written by prepare.py, or --data='' for random tokens")
+        raise FileNotFoundError(f"--data={data} is not a file; pass a train.bin/val.bin written by prepare.py, or --data='' for random tokens")
+    meta = tokenizer.read_meta(os.path.dirname(data))  # the meta.json prepare.py wrote beside the .bin, checked
     meta_path = os.path.join(os.path.dirname(data), 'meta.json')
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-        vocab_size, token_dtype = int(meta['vocab_size']), np.dtype(meta['dtype'])
-        if token_dtype not in (np.uint16, np.uint32):
-            raise ValueError(token_dtype)
-        start_id = int(meta.get('eot_id') or 0)  # every story starts after <|endoftext|>
-    except OSError:
-        raise SystemExit(f"{meta_path} not found; --data needs the meta.json that prepare.py writes beside the .bin")
-    except (ValueError, KeyError, TypeError):
-        raise SystemExit(f"{meta_path} is not a valid meta.json (needs vocab_size and dtype uint16/uint32); re-run prepare.py")
+    vocab_size, token_dtype = meta['vocab_size'], np.dtype(meta['dtype'])
+    start_id = meta['eot_id']  # every story starts after <|endoftext|>
     if os.path.getsize(data) % token_dtype.itemsize:
-        raise SystemExit(f"{data} is not a whole number of {token_dtype} tokens; it is truncated or not from prepare.py, re-run it")
+        raise ValueError(f"{data} is not a whole number of {token_dtype} tokens; it is truncated or not from prepare.py, re-run it")
     tokens = np.memmap(data, dtype=token_dtype, mode='r')
     if len(tokens) <= block_size:
-        raise SystemExit(f"{data} holds {len(tokens)} tokens, too few for block_size={block_size}; use a bigger file or a smaller --block_size")
+        raise ValueError(f"{data} holds {len(tokens)} tokens, too few for block_size={block_size}; use a bigger file or a smaller --block_size")
+    top = int(tokens.max())  # an id past the vocabulary would fail deep inside the embedding
+    if top >= vocab_size:
+        raise ValueError(f"{data} holds token id {top} but {meta_path} says vocab_size={vocab_size}; they are not "
+                         "from the same prepare.py run: re-run it")
     data_rng = np.random.default_rng(seed)
 else:
     xy = torch.randint(vocab_size, (batch_size, block_size + 1), generator=torch.Generator().manual_seed(seed))
@@ -199,9 +180,7 @@ def get_batch():
 
 
 # model and optimizer, built exactly as train.py builds them
-model_args = {f.name: config[f.name] for f in fields(GPTConfig) if f.name in config}
-model_args['vocab_size'] = vocab_size
-gptconf = GPTConfig(**model_args)
+gptconf = GPTConfig.from_dict({**{k: config[k] for k in GPTConfig().to_dict()}, 'vocab_size': vocab_size})
 model = GPT(gptconf).to(device)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))  # fp16 needs loss scaling
@@ -278,11 +257,12 @@ if profile and steps:
             sync()
     sort_key = 'self_cuda_time_total' if device_type == 'cuda' else 'self_cpu_time_total'
     print(prof.key_averages().table(sort_by=sort_key, row_limit=15))
-    folder, name = os.path.split(os.path.abspath(profile))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, '.tmp-' + name)  # keeps the suffix: export gzips a '.json.gz' name
-    prof.export_chrome_trace(tmp)
-    os.replace(tmp, profile)
+    os.makedirs(os.path.dirname(os.path.abspath(profile)), exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp, rundir.atomic_open(profile, 'wb') as f:
+        trace = os.path.join(tmp, os.path.basename(profile))  # torch writes a path; its suffix picks gzip or not
+        prof.export_chrome_trace(trace)
+        with open(trace, 'rb') as written:
+            shutil.copyfileobj(written, f)
     print(f"profiler trace: {profile} (open in https://ui.perfetto.dev or chrome://tracing)")
 
 # Decoding benchmark: what sample.py does. The weights are cast to dtype once (as sample.py casts them: autocast
@@ -389,5 +369,6 @@ result = dict(version=1, time=time.strftime('%Y-%m-%dT%H:%M:%S%z'), commit=git_c
 if device_type == 'cuda':
     result['flash_sdp_enabled'] = torch.backends.cuda.flash_sdp_enabled()
 if json_out:
-    write_json(json_out, result)
+    os.makedirs(os.path.dirname(os.path.abspath(json_out)), exist_ok=True)
+    rundir.write_json(json_out, result)
     print(f"wrote {json_out}")

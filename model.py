@@ -21,9 +21,7 @@ import inspect
 import math
 import os
 import re
-import time
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -59,7 +57,7 @@ class GPTConfig:
 
     def __post_init__(self):
         def bad(what, fix):
-            raise SystemExit(f'model config: {what}; {fix}')
+            raise ValueError(f'model config: {what}; {fix}')
         for f in fields(self):  # values arrive from command lines and checkpoints, so check their types here
             v = getattr(self, f.name)
             if v is None and f.default is None:
@@ -76,9 +74,7 @@ class GPTConfig:
                 bad(f'{name}={getattr(self, name)} must be positive', f'set --{name} to at least 1')
         if self.n_embd % self.n_head:
             bad(f'n_embd={self.n_embd} is not divisible by n_head={self.n_head}', 'pick n_embd a multiple of n_head')
-        if self.n_kv_head is None:  # resolved once here, so every reader sees the one number it means
-            self.n_kv_head = self.n_head
-        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             bad(f'n_kv_head={self.n_kv_head} must divide n_head={self.n_head}', 'use a divisor of n_head (or None)')
         if self.pos == 'rope' and self.head_dim % 2:
             bad(f'rope needs an even head size, got n_embd/n_head={self.head_dim}', 'change n_embd or n_head')
@@ -112,13 +108,16 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ValueError(f'model config is {type(d).__name__}, not a dict of GPTConfig fields; '
+                             'it was not written by train.py')
         names = {f.name for f in fields(cls)}
         unknown, missing = sorted(set(d) - names), sorted(names - set(d))
         if unknown:
-            raise SystemExit(f'model config has unknown fields {unknown}; '
+            raise ValueError(f'model config has unknown fields {unknown}; '
                              'it comes from another model.py version, update model.py')
         if missing:
-            raise SystemExit(f'model config lacks fields {missing}; '
+            raise ValueError(f'model config lacks fields {missing}; '
                              'it comes from an older model.py, add them to the checkpoint\'s model_args')
         return cls(**d)
 
@@ -129,14 +128,15 @@ class Norm(nn.Module):
     def __init__(self, kind, dim, bias):
         super().__init__()
         self.kind = kind
+        self.eps = 1e-5 if kind == 'layernorm' else 1e-6  # added to the variance; export.py copies it into HF configs
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias and kind == 'layernorm' else None
 
     def forward(self, x):
         if self.kind == 'layernorm':
-            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
         # x / sqrt(mean(x^2) + eps) * gain [5], in fp32 even under autocast; one call rather than five small ops
-        return F.rms_norm(x.float(), self.weight.shape, eps=1e-6).type_as(x) * self.weight
+        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
 
 def make_norm(config):
@@ -209,7 +209,7 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.n_head, self.n_kv_head, self.hd = config.n_head, config.n_kv_head, config.head_dim
+        self.n_head, self.n_kv_head, self.hd = config.n_head, config.n_kv_head or config.n_head, config.head_dim
         # one matmul for queries (n_head heads) and keys/values (n_kv_head heads each) [7]
         self.qkv = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.hd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -383,7 +383,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None):
         T = idx.size(1)
         if T > self.config.block_size:
-            raise SystemExit(f'sequence of {T} tokens is longer than block_size={self.config.block_size}; crop the input')
+            raise ValueError(f'sequence of {T} tokens is longer than block_size={self.config.block_size}; crop the input')
         x = self._trunk(idx, torch.arange(T, device=idx.device))
         if targets is None:  # inference needs only the last position: skip the (T, vocab) matmul
             return self._logits(x[:, [-1]]), None  # (B, 1, V)
@@ -473,28 +473,29 @@ class GPT(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, device='cpu'):
-        """Load a train.py checkpoint -> (model in eval mode on device, the checkpoint dict)."""
+        """Load a train.py checkpoint -> (model in eval mode on device, the checkpoint dict).
+        FileNotFoundError if there is no such file, ValueError if it is not a usable checkpoint."""
         path = str(path)
         if not os.path.isfile(path):
-            raise SystemExit(f'checkpoint {path} not found; train one with train.py or give the right path')
+            raise FileNotFoundError(f'checkpoint {path} not found; train one with train.py or give the right path')
         try:
             ckpt = torch.load(path, map_location=device, weights_only=True)
         except Exception as e:  # truncated file, not a torch file, or pickled objects weights_only refuses
-            raise SystemExit(f'checkpoint {path} cannot be read ({type(e).__name__}); '
-                             'it is corrupt or not from train.py, re-copy or retrain it')
+            raise ValueError(f'checkpoint {path} cannot be read ({type(e).__name__}); '
+                             'it is corrupt or not from train.py, re-copy or retrain it') from None
         if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
-            raise SystemExit(f'checkpoint {path} lacks "model"/"model_args"; it was not written by train.py')
+            raise ValueError(f'checkpoint {path} lacks "model"/"model_args"; it was not written by train.py')
         try:
             model = cls(GPTConfig.from_dict(ckpt['model_args']))
-        except SystemExit as e:  # name the file in the config's own one-line message
-            raise SystemExit(f'checkpoint {path}: {e.code}') from None
+        except ValueError as e:  # name the file in the config's own one-line message
+            raise ValueError(f'checkpoint {path}: {e}') from None
         # torch.compile and DDP prefix parameter names; strip them in case a checkpoint kept them
         state = {re.sub(r'^(_orig_mod\.|module\.)+', '', k): v for k, v in ckpt['model'].items()}
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise SystemExit(f'checkpoint {path} does not fit its model_args ({str(e).splitlines()[0]}); '
-                             'it is corrupt or was edited, re-copy or retrain it')
+            raise ValueError(f'checkpoint {path} does not fit its model_args ({str(e).splitlines()[0]}); '
+                             'it is corrupt or was edited, re-copy or retrain it') from None
         return model.to(device).eval(), ckpt
 
 
@@ -540,19 +541,6 @@ class Window:
             self.start, self.cached = self.seq.size(1) - max(1, self.block_size // 2), False
 
 
-def check_device(device):
-    """'cpu', 'cuda', 'cuda:1', 'mps', ... -> its type, e.g. 'cuda'; a one-line exit if torch cannot use it."""
-    try:
-        device_type = torch.device(device).type
-    except RuntimeError:
-        raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...") from None
-    if device_type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(f"device {device!r} asked for but torch sees no GPU; use --device=cpu")
-    if device_type == 'mps' and not torch.backends.mps.is_available():
-        raise SystemExit(f"device {device!r} asked for but MPS is not available; use --device=cpu")
-    return device_type
-
-
 def _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p):
     for broken, message in (
             (idx.dim() != 2 or idx.size(1) == 0,
@@ -562,56 +550,4 @@ def _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p):
             (top_k is not None and top_k < 1, f'top_k={top_k} must be at least 1; or None to keep all tokens'),
             (top_p is not None and not 0 < top_p <= 1, f'top_p={top_p} must lie in (0, 1]; or None to keep all tokens')):
         if broken:
-            raise SystemExit(message)
-
-
-# Dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s: (name pattern, bf16, fp16, tf32, fp32).
-# float32 counts TF32 tensor cores when torch allows TF32 matmuls, else plain FP32. None: no such hardware path.
-PEAK_FLOPS = [
-    (r'H200|GH200', 989e12, 989e12, 494.7e12, 66.9e12),
-    (r'H100.*PCIe', 756e12, 756e12, 378e12, 51.2e12),
-    (r'H100.*NVL', 835e12, 835e12, 417.5e12, 60e12),
-    (r'H100', 989e12, 989e12, 494.7e12, 66.9e12),  # SXM
-    (r'A100', 312e12, 312e12, 156e12, 19.5e12),
-    (r'L40S', 362e12, 362e12, 183e12, 91.6e12),
-    (r'\bL4\b', 121e12, 121e12, 60e12, 30.3e12),
-    (r'\bA10\b', 125e12, 125e12, 62.5e12, 31.2e12),
-    (r'A6000', 154.8e12, 154.8e12, 77.4e12, 38.7e12),
-    (r'4090', 165.2e12, 165.2e12, 82.6e12, 82.6e12),
-    (r'3090', 71e12, 71e12, 35.6e12, 35.6e12),
-    (r'V100', None, 125e12, None, 15.7e12),
-    (r'\bT4\b', None, 65e12, None, 8.1e12),
-]
-
-
-def peak_flops(device_type, dtype):
-    """Peak FLOP/s of this device in dtype ('bfloat16'|'float16'|'float32') for MFU -> (flops, label).
-    Known GPUs come from the table; a CPU or an unlisted GPU gets a big matmul timed now."""
-    dtype = str(dtype).removeprefix('torch.')
-    if device_type == 'cuda' and torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        for pattern, bf16, fp16, tf32, fp32 in PEAK_FLOPS:
-            if re.search(pattern, name):
-                tf32_on = torch.get_float32_matmul_precision() != 'highest'  # train.py turns TF32 on
-                flops = {'bfloat16': bf16, 'float16': fp16, 'float32': tf32 if tf32_on else fp32}.get(dtype)
-                if flops:
-                    return flops, f'{name} {dtype}{" (tf32)" if dtype == "float32" and tf32_on else ""} datasheet peak'
-    return _measured_flops(device_type, dtype), f'measured by a {device_type} {dtype} matmul'
-
-
-@lru_cache(maxsize=None)
-def _measured_flops(device_type, dtype):
-    n = 1024 if device_type == 'cpu' else 4096
-    a, b = (torch.randn(n, n, device=device_type, dtype=getattr(torch, dtype)) for _ in range(2))
-    sync = torch.cuda.synchronize if device_type == 'cuda' else (lambda: None)
-    a @ b  # warm-up: first call pays for allocation and kernel selection
-    sync()
-    best, t_end = float('inf'), time.perf_counter() + 0.3
-    for rep in range(1000):  # the fastest of many: a peak, not an average dragged down by other processes
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - t0)
-        if rep >= 3 and time.perf_counter() > t_end:
-            break
-    return 2 * n ** 3 / best
+            raise ValueError(message)

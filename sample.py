@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 import tokenizer
-from model import GPT, Window, check_device
+from device import check_device
+from model import GPT, Window
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
