@@ -20,8 +20,10 @@ opening of a new story. A prompt of only spaces is refused as a likely quoting m
 --interactive=True reads one prompt per line from stdin until EOF; an empty line asks for a fresh story.
 The num_samples stories of a prompt are decoded together, as one batch (faster than one at a time), and
 each is printed when the batch ends; a single story (or --stream=True) prints token by token instead.
-Same --seed, same stories (on the same device): story i of every prompt draws its random numbers from its
-own generator seeded with seed + i, so it is the same story batched or alone, whatever num_samples is.
+Same --seed, same stories (on the same device, with the same settings): story i of every prompt draws its
+random numbers from its own generator, seeded with seed + i, whatever the other stories draw. Streamed one at
+a time, story i is exactly the story num_samples=1 gives with seed + i; a batch's matrix products may round
+differently from a single row's, so a batched story can part from its streamed twin after some tokens.
 Stories go to stdout and everything else to stderr, so `python sample.py > stories.txt` keeps only stories.
 `beam_search` is importable (report.py and the tests use it).
 """
@@ -199,7 +201,7 @@ if __name__ == '__main__':
         if len(ids) > block_size:
             print(f"the prompt is {len(ids)} tokens; the model sees only the last {block_size}", file=sys.stderr)
         x = torch.tensor([ids], dtype=torch.long, device=device)
-        # story i draws from its own generator seeded seed + i: the same story alone, streamed or batched
+        # story i draws from its own generator, seeded seed + i: its draws ignore the other stories'
         generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(num_samples)]
         if beam_width > 1:
             y = beam_search(model, x, max_new_tokens, beam_width, eos_id=sampling['eos_id'])

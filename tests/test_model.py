@@ -208,18 +208,20 @@ def test_compiled_decode_step_equals_recomputation_without_recompiling():
                                model.generate(prompt, 40, temperature=0, use_cache=False))
 
 
-def test_batched_rows_equal_rows_decoded_alone():
-    """A batch of copies of one prompt, each row drawing from its own generator, gives each row exactly the
-    tokens it gets decoded alone with that generator (sample.py's num_samples), also with per-row eos stops."""
+def test_batched_rows_draw_from_their_own_generators():
+    """With one generator per row, a row's tokens depend only on its own generator: reseeding the other rows'
+    generators leaves it unchanged (and changes theirs), with per-row eos stops; a row that stopped repeats eos."""
     model = build(pos='learned')
-    prompt = torch.randint(0, 50, (1, 4))
+    prompt = torch.randint(0, 50, (1, 4)).expand(4, 4)
     for kw in (dict(temperature=1.2, top_k=20), dict(temperature=1.0, top_p=0.9, eos_id=7)):
-        batch = model.generate(prompt.expand(5, 4), 30, generator=[torch.Generator().manual_seed(s) for s in range(5)], **kw)
-        for s in range(5):
-            alone = model.generate(prompt, 30, generator=torch.Generator().manual_seed(s), **kw)[0]
-            row = batch[s, :len(alone)]
-            assert torch.equal(row, alone)
-            assert (batch[s, len(alone):] == kw.get('eos_id', -1)).all()  # a stopped row only repeats eos
+        a = model.generate(prompt, 30, generator=[torch.Generator().manual_seed(s) for s in (0, 1, 2, 3)], **kw)
+        b = model.generate(prompt, 30, generator=[torch.Generator().manual_seed(s) for s in (0, 11, 2, 13)], **kw)
+        assert torch.equal(a[[0, 2]], b[[0, 2]]) and not torch.equal(a[[1, 3]], b[[1, 3]])
+        if 'eos_id' in kw:
+            stopped = [row for row in a[:, 4:] if (row == 7).any()]
+            assert stopped and len(stopped) < 4  # rows stop on their own (or this test would prove nothing)
+            for row in stopped:
+                assert (row[(row == 7).nonzero()[0, 0]:] == 7).all()
 
 
 def test_attention_layers_hold_no_block_size_squared_mask():

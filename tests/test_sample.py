@@ -135,26 +135,21 @@ def test_beam_search_prints_the_models_best_beam(monkeypatch, capsys, tiny_ckpt)
 
 
 def test_sample_i_is_the_models_draw_with_seed_plus_i(monkeypatch, capsys, tiny_ckpt):
-    """Sample i of a prompt is drawn with seed + i (so it doesn't depend on the samples before it), with
-    the given temperature, and printed as the decoding of the drawn tokens."""
-    out = sample(monkeypatch, capsys, tiny_ckpt, '--start=“Mom', '--temperature=1.3', '--num_samples=4',
-                 '--stop_at_eot=False', '--seed=11')
+    """Batched, the stories are the rows of the model's batched draw in which row i has its own generator seeded
+    seed + i; streamed (--stream=True), story i is the model's single draw with seed + i. Both are printed as
+    the decoding of the drawn tokens, with the given temperature."""
+    args = ['--start=“Mom', '--temperature=1.3', '--num_samples=4', '--stop_at_eot=False', '--seed=11']
+    batched = sample(monkeypatch, capsys, tiny_ckpt, *args)
+    streamed = sample(monkeypatch, capsys, tiny_ckpt, *args, '--stream=True')
     model, enc = load(tiny_ckpt)
-    ids = [enc.eot_token] + enc.encode('“Mom')
-    for i, story in enumerate(out):
-        g = torch.Generator().manual_seed(11 + i)
-        new = model.generate(torch.tensor([ids]), 40, temperature=1.3, generator=g)[0, len(ids):].tolist()
-        assert story == '“Mom' + enc.decode(new)
-
-
-def test_batched_streamed_and_single_stories_are_the_same(monkeypatch, capsys, tiny_ckpt):
-    """num_samples stories decoded as one batch equal the same stories streamed one at a time (--stream=True),
-    and story i does not depend on num_samples: each row draws from its own generator, seeded seed + i."""
-    args = ['--start=Once upon a time', '--temperature=1.0', '--seed=5', '--max_new_tokens=60']
-    batched = sample(monkeypatch, capsys, tiny_ckpt, *args, '--num_samples=4')
-    assert len(set(batched)) == 4
-    assert sample(monkeypatch, capsys, tiny_ckpt, *args, '--num_samples=4', '--stream=True') == batched
-    assert sample(monkeypatch, capsys, tiny_ckpt, *args, '--num_samples=2') == batched[:2]
+    x = torch.tensor([[enc.eot_token] + enc.encode('“Mom')])
+    rows = model.generate(x.expand(4, -1), 40, temperature=1.3,
+                          generator=[torch.Generator().manual_seed(11 + i) for i in range(4)])[:, x.size(1):]
+    assert batched == ['“Mom' + enc.decode(row) for row in rows.tolist()]
+    for i, story in enumerate(streamed):
+        new = model.generate(x, 40, temperature=1.3, generator=torch.Generator().manual_seed(11 + i))[0, x.size(1):]
+        assert story == '“Mom' + enc.decode(new.tolist())
+    assert len(set(batched)) == 4 and sample(monkeypatch, capsys, tiny_ckpt, *args) == batched  # same seed, same stories
 
 
 def test_characters_split_across_tokens_print_whole(monkeypatch, capsys, tiny_ckpt):
