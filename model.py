@@ -183,7 +183,7 @@ def causal_mask(positions, size):
 
 class KVCache:
     """One layer's keys and values during generation, in buffers of fixed shape (B, n_kv_head, block_size,
-    head_dim) written in place at each token's window position, so decoding allocates nothing per token."""
+    head_dim) written in place at each token's window position: the cache never grows or moves."""
 
     def __init__(self, block_size):
         self.block_size, self.k, self.v = block_size, None, None
@@ -300,15 +300,14 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float('-inf'))
     if top_p is not None and top_p < 1.0:  # [9]: the smallest set of tokens holding probability >= top_p
-        # The nucleus is usually a few dozen tokens: sort only the k likeliest (topk), widening k until every
-        # row's nucleus fits, instead of sorting the whole vocabulary (32k tokens: milliseconds per token).
-        probs, k = logits.softmax(dim=-1), min(64, logits.size(-1))
-        while True:
+        # The nucleus is usually a few dozen tokens: sort only the 64 likeliest (topk), and the whole vocabulary
+        # only when some row's nucleus is bigger (a full sort of 32k tokens costs milliseconds per token).
+        probs = logits.softmax(dim=-1)
+        for k in (min(64, logits.size(-1)), logits.size(-1)):
             top, order = probs.topk(k, dim=-1)  # (B, k), likeliest first
             before = top.cumsum(dim=-1) - top  # mass of the strictly likelier tokens: exactly 0 for the top one
-            if k == logits.size(-1) or bool((before[:, -1] >= top_p).all()):  # the k-th token is out: all fit
+            if bool((before[:, -1] >= top_p).all()):  # the k-th token is out, so every row's nucleus is in
                 break
-            k = min(8 * k, logits.size(-1))
         drop = torch.ones_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
         logits = logits.masked_fill(drop, float('-inf'))
     # inverse-CDF draw, one uniform number per row: 8x faster than torch.multinomial over an 8k vocabulary on
@@ -450,7 +449,7 @@ class GPT(nn.Module):
                         use_cache=True, generator=None):
         """Yield the next token of every row, a LongTensor (B,), step by step. Rows that produced eos_id keep
         producing it; the stream ends once every row has. generator: one torch.Generator for all rows, or a
-        list with one per row (then a row draws the same tokens whatever rows are batched with it).
+        list with one per row (then a row's random draws do not depend on the other rows).
         Call model.eval() first (dropout)."""
         _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p)
         window = Window(self, idx, use_cache)

@@ -277,9 +277,9 @@ def test_sampling_rules():
 
 
 def test_top_p_equals_the_full_sort_nucleus():
-    """top_p, which sorts only the likeliest tokens (widening until every row's nucleus fits), draws exactly the
+    """top_p, which sorts only the 64 likeliest tokens unless some row's nucleus is bigger, draws exactly the
     tokens the textbook full sort draws from the same uniform numbers: peaked rows, flat rows whose nucleus
-    holds hundreds of tokens, and both in one batch."""
+    holds thousands of tokens, and both in one batch."""
     def full_sort(logits, p, generator):
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(dim=-1)
