@@ -28,12 +28,12 @@ Stories go to stdout and everything else to stderr, so `python sample.py > stori
 `beam_search` is importable (report.py and the tests use it).
 """
 import codecs
-import os
 import sys
 
 import torch
 import torch.nn.functional as F
 
+import rundir
 import tokenizer
 from device import check_device
 from model import GPT, Window
@@ -156,13 +156,7 @@ if __name__ == '__main__':
         return text
 
     # The checkpoint, and the tokenizer it was trained with (recorded inside it, so nothing else must match).
-    if ckpt in ('best', 'last'):
-        ckpt_path = os.path.join(out_dir, ckpt + '.pt')
-    else:  # a name inside out_dir, or any path
-        ckpt_path = os.path.join(out_dir, ckpt) if os.path.exists(os.path.join(out_dir, ckpt)) else ckpt
-    if not os.path.isfile(ckpt_path):
-        raise SystemExit(f"no checkpoint at {ckpt_path}; train one (python train.py --out_dir={out_dir}) "
-                         "or point --out_dir/--ckpt at an existing one")
+    ckpt_path = rundir.find_checkpoint(out_dir, ckpt)  # a one-line error when there is none
     prompt = None if interactive else read_prompt(start)  # a bad FILE: fails now, not after loading
     torch.manual_seed(seed)
     model, checkpoint = GPT.from_checkpoint(ckpt_path, device=device)  # weights_only load, one-line errors
