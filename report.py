@@ -37,6 +37,7 @@ from device import check_device
 import rundir
 from eval import evaluate, token_logprobs
 from model import GPT, GPTConfig
+from sample import beam_search
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -81,8 +82,8 @@ def mean(xs):
 def model_math(c):
     """The equations of exactly the components GPTConfig c uses, its sizes substituted: a list of (component,
     sentence, [LaTeX]). The LaTeX keeps to what both MathJax (report.md) and mathtext (report.pdf) render."""
-    d, h, kv, dh, V, T, L, f = (c.n_embd, c.n_head, c.kv_heads, c.head_dim, c.vocab_size, c.block_size, c.n_layer,
-                                c.hidden)
+    d, h, kv, dh, V, T, L, f = (c.n_embd, c.n_head, c.n_kv_head or c.n_head, c.head_dim, c.vocab_size, c.block_size,
+                                c.n_layer, c.mlp_width)
     R = lambda a, b: rf'\in \mathbb{{R}}^{{{a} \times {b}}}'  # noqa: E731 (a matrix's shape)
     b = lambda s: f' + b_{{{s}}}' if c.bias else ''  # noqa: E731 (a bias vector, when the model has them)
     N = {'layernorm': r'\mathrm{LN}', 'rmsnorm': r'\mathrm{RMSNorm}'}.get(c.norm)
@@ -440,7 +441,7 @@ if __name__ == '__main__':
             if n == 0:
                 continue
             if 'beam_width' in kw:
-                out = model.beam_search(x, max_new_tokens, kw['beam_width'], eos_id=eot)
+                out = beam_search(model, x, max_new_tokens, kw['beam_width'], eos_id=eot)
             else:
                 g = torch.Generator(device=device).manual_seed(seed + p)
                 out = model.generate(x.expand(1 if kw['temperature'] == 0 else n, -1), max_new_tokens, eos_id=eot,

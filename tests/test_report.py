@@ -209,9 +209,9 @@ def test_math_shows_exactly_the_components_of_the_config(name):
     latex = ' '.join(e for _, _, eqs in math for e in eqs)
     assert ('P_t' in latex) == (c.pos in ('learned', 'sinusoidal'))  # a position table is added only when there is one
     assert (r'\tilde{Q}' in latex) == (c.pos == 'rope')
-    assert ('g(i)' in latex) == (c.kv_heads < c.n_head)
+    assert ('g(i)' in latex) == ((c.n_kv_head or c.n_head) < c.n_head)
     assert rf'\mathbb{{R}}^{{{c.vocab_size} \times {c.n_embd}}}' in latex  # the embedding, sizes substituted
-    assert rf'\sqrt{{{c.head_dim}}}' in latex and rf'{c.n_embd} \times {c.hidden}' in latex
+    assert rf'\sqrt{{{c.head_dim}}}' in latex and rf'{c.n_embd} \times {c.mlp_width}' in latex
     assert ('E^\\top' in latex) == c.tie_weights
     for _, _, eqs in math:
         for e in eqs:
