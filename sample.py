@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 import rundir
 import tokenizer
-from device import check_device
+from device import DTYPES, check_device
 from model import GPT, Window
 
 # -----------------------------------------------------------------------------
@@ -127,8 +127,13 @@ if __name__ == '__main__':
         raise SystemExit("--start and --interactive=True both given; in interactive mode type the prompts on stdin")
     if start and not start.strip():
         raise SystemExit("the prompt is only whitespace; pass some text, or --start='' for a fresh story")
-    if dtype not in ('float32', 'bfloat16', 'float16'):
+    if dtype not in DTYPES:
         raise SystemExit(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+    if not 0 <= seed <= 2**64 - num_samples:  # story i draws with seed + i, and torch seeds are 64-bit
+        raise SystemExit(f"seed={seed} must be in [0, 2**64 - num_samples]; e.g. --seed=1337")
+    if interactive and sys.stdin is None:  # started with stdin closed (<&-)
+        raise SystemExit("--interactive=True reads prompts from stdin, but stdin is closed; pipe prompts in, "
+                         "or pass --start=TEXT instead")
     device_type = check_device(device)  # one-line exit for an unusable device
     if beam_width > 1 and num_samples > 1:
         print(f"beam search is deterministic: printing 1 story per prompt, not {num_samples}", file=sys.stderr)

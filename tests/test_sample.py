@@ -4,6 +4,7 @@ only reads its output, which saves a Python+torch start per run; one test runs i
 import io
 import itertools
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -209,6 +210,8 @@ def test_interactive_mode_answers_each_stdin_line_until_eof(monkeypatch, capsys,
     (['--interactive=True', '--start=Hi'], 'interactive'),
     (['--device=gpu0'], 'device'),
     (['--ckpt=nothing_here.pt'], 'no checkpoint'),
+    (['--seed=99999999999999999999'], 'seed=99999999999999999999 must be in [0, 2**64'),
+    (['--seed=-1'], 'seed=-1 must be in'),
 ])
 def test_bad_settings_exit_with_one_line_naming_the_problem(monkeypatch, capsys, tiny_ckpt, args, words):
     assert words in error(monkeypatch, capsys, tiny_ckpt, *args)
@@ -222,3 +225,19 @@ def test_corrupt_checkpoint_is_one_line_error(monkeypatch, capsys, tiny_ckpt, tm
     (tmp_path / 'garbage.pt').write_bytes(b'not a checkpoint' * 100)
     p = run_script('sample.py', f'--out_dir={tmp_path}', '--ckpt=garbage.pt', '--device=cpu', check=False)
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and 'garbage.pt' in p.stderr, p.stderr
+
+
+def test_stories_piped_into_a_reader_that_leaves_early_end_quietly(tiny_ckpt):
+    """`python sample.py | head -c 20` is a documented use: the reader leaving is no error of ours."""
+    cmd = (f'set -o pipefail; OMP_NUM_THREADS=1 {sys.executable} {ROOT / "sample.py"} --out_dir={tiny_ckpt} '
+           '--device=cpu --num_samples=40 --max_new_tokens=60 --stream=True | head -c 20')
+    p = subprocess.run(cmd, shell=True, executable='/bin/bash', capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and len(p.stdout) == 20, (p.returncode, p.stdout)
+    assert 'Traceback' not in p.stderr and 'Error' not in p.stderr, p.stderr
+
+
+def test_interactive_mode_with_stdin_closed_is_one_line(tiny_ckpt):
+    p = subprocess.run(f'{sys.executable} {ROOT / "sample.py"} --out_dir={tiny_ckpt} --device=cpu --interactive=True '
+                       '<&-', shell=True, executable='/bin/bash', capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        '--interactive=True reads prompts from stdin, but stdin is closed; pipe prompts in, or pass --start=TEXT instead']
