@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (Python 3.11+, pip):
-#   make demo   install, prepare a small TinyStories set, train on the CPU (~10 min), print a story
+#   make demo   install, prepare a small TinyStories set, train on the CPU, print a story (it starts the
+#               demo model in out-tinystories-cpu/ afresh each time)
 #   make test   install, run the test suite
 # GPU machines: `pip install -r requirements.txt`, then see README.md.
 PY ?= python3
@@ -20,7 +21,7 @@ endif
 
 demo: setup
 	$(PY) prepare.py $(DEMO_SOURCE) --tokenizer=bpe --vocab_size=4096 --out_dir=data/tinystories-demo
-	$(PY) train.py config/train_tinystories_cpu.py --data_dir=data/tinystories-demo --out_dir=out-tinystories-cpu
+	$(PY) train.py config/train_tinystories_cpu.py --data_dir=data/tinystories-demo --out_dir=out-tinystories-cpu --overwrite=True
 	$(PY) sample.py --out_dir=out-tinystories-cpu --start="Once upon a time" --num_samples=1 --max_new_tokens=200 --temperature=0.8 --top_k=50
 
 # pytest exits 5 when it collects no tests: that is not a failure of the code.

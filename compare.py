@@ -31,7 +31,7 @@ device = 'cpu'          # where eval.py runs
 # -----------------------------------------------------------------------------
 config = configure(globals())
 if not os.path.isdir(runs):
-    raise SystemExit(f"--runs={runs!r} is not a folder; point it at a sweep's out_dir, e.g. out-sweeps/recipe")
+    raise ValueError(f"--runs={runs!r} is not a folder; point it at a sweep's out_dir, e.g. out-sweeps/recipe")
 
 
 def crossing(evals, loss):
@@ -70,7 +70,7 @@ for name in sorted(os.listdir(runs)):
     groups.setdefault(group, []).append({'run': name, 'bpb': bpb, 'final_val_loss': evals[-1]['val_loss'],
                                          'iters': evals[-1]['iter'], 'time': evals[-1]['time'], 'evals': evals})
 if reference not in groups and not target:
-    raise SystemExit(f"no runs of the reference group {reference!r} in {runs} (groups: {', '.join(groups)}); "
+    raise ValueError(f"no runs of the reference group {reference!r} in {runs} (groups: {', '.join(groups)}); "
                      f"pass --reference=<one of them> or --target=<a val loss>")
 
 goal = target or spread([r['final_val_loss'] for r in groups[reference]])[0]

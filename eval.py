@@ -16,22 +16,23 @@ The last window is moved back to end at the last token, so it too is a full wind
 
 Reports loss (mean nats per predicted token), perplexity exp(loss), bits per byte (the summed loss in
 bits over the UTF-8 bytes of the split's text, comparable across tokenizers), and the token and byte
-counts; prints one line and writes out_dir/eval.json. `evaluate()` is importable (report.py uses it).
+counts; prints one line and writes out_dir/eval.json. `evaluate()` and `token_logprobs()` are importable
+(report.py uses them).
 """
-import json
 import math
 import os
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import rundir
 import tokenizer
 from configurator import configure
-from model import GPT, GPTConfig, check_device
+from device import DTYPES, autocast, check_device
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -65,13 +66,13 @@ def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float
     {'bytes', 'bpb'} when n_bytes, the UTF-8 size of the text, is given."""
     tokens = np.asarray(tokens)
     if len(tokens) < 2:
-        raise SystemExit(f"only {len(tokens)} token(s) to evaluate; a split needs at least 2")
+        raise ValueError(f"only {len(tokens)} token(s) to evaluate; a split needs at least 2")
     if not 1 <= stride <= block_size:
-        raise SystemExit(f"stride must be in 1..block_size ({block_size}), got {stride}")
+        raise ValueError(f"stride must be in 1..block_size ({block_size}), got {stride}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     ends, scored, width = windows(len(tokens), block_size, stride)
-    device_type = torch.device(device).type
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-    ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
+    ctx = autocast(torch.device(device).type, dtype)
     offsets = np.arange(width + 1)
     positions = torch.arange(width, device=device)
     total = torch.zeros((), dtype=torch.float64, device=device)  # float64: millions of terms, no drift
@@ -96,53 +97,59 @@ def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float
     return out
 
 
-def checkpoint_path(out_dir, ckpt):
-    if ckpt in ('best', 'last'):
-        return os.path.join(out_dir, ckpt + '.pt')
-    inside = os.path.join(out_dir, ckpt)
-    return inside if os.path.exists(inside) else ckpt
+@torch.no_grad()
+def token_logprobs(model, ids):
+    """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1 (a float tensor), each token predicted from up to block_size
+    tokens before it: the windows of evaluate() with stride block_size // 2, so that -sum equals its summed loss."""
+    assert not model.training, 'call model.eval() first: dropout would change the numbers'
+    bs = model.config.block_size
+    ends, scored, width = windows(len(ids), bs, max(1, bs // 2))
+    seq, out = torch.as_tensor(ids, device=next(model.parameters()).device), []
+    for e, k in zip(ends.tolist(), scored.tolist()):
+        y = seq[e - width + 1:e + 1]
+        logits, _ = model(seq[None, e - width:e], y[None])  # targets given: logits at every position
+        out.append(logits[0, -k:].float().log_softmax(-1).gather(-1, y[-k:, None])[:, 0])
+    return torch.cat(out)
 
 
 if __name__ == '__main__':
     config = configure(globals())
 
-    if dtype not in ('float32', 'bfloat16', 'float16'):
-        raise SystemExit(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
     device_type = check_device(device)  # one-line exit for an unusable device
     if batch_size < 1:
-        raise SystemExit(f"batch_size must be >= 1, got {batch_size}")
-    path = checkpoint_path(out_dir, ckpt)
-    if not os.path.isfile(path):
-        raise SystemExit(f"no checkpoint at {path}; train one (python train.py --out_dir={out_dir}) "
-                         "or point --out_dir/--ckpt at an existing one")
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    path = rundir.find_checkpoint(out_dir, ckpt)
     model, checkpoint = GPT.from_checkpoint(path, device=device)  # weights_only load, one-line errors
     block_size = checkpoint['model_args']['block_size']
     stride = stride or block_size // 2 or 1
     if not 1 <= stride <= block_size:
-        raise SystemExit(f"stride must be in 1..{block_size} (the model's block_size), or 0 for half of it; got {stride}")
+        raise ValueError(f"stride must be in 1..{block_size} (the model's block_size), or 0 for half of it; "
+                         f"got {stride}")
 
     # The data, which must be tokenized exactly as the checkpoint's training data was.
     data_dir = data_dir or checkpoint.get('config', {}).get('data_dir', '')
-    try:
-        with open(os.path.join(data_dir, 'meta.json')) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"can't read {os.path.join(data_dir, 'meta.json')} ({e}); "
-                         "pass --data_dir=<a directory made by prepare.py>")
+    meta = tokenizer.read_meta(data_dir)  # one-line exit when missing or damaged
     if split not in meta.get('splits', {}):
-        raise SystemExit(f"{data_dir} has no split {split!r}; use one of {sorted(meta.get('splits', {}))}")
+        raise ValueError(f"{data_dir} has no split {split!r}; use one of {sorted(meta.get('splits', {}))}")
     if tokenizer.state_from_dir(data_dir) != checkpoint.get('tokenizer'):
-        raise SystemExit(f"{data_dir} was tokenized differently from the data {path} was trained on; "
+        raise ValueError(f"{data_dir} was tokenized differently from the data {path} was trained on; "
                          "pass --data_dir=<data prepared with the same tokenizer>")
     bin_path = os.path.join(data_dir, f'{split}.bin')
     try:
         tokens = np.memmap(bin_path, dtype=np.dtype(meta['dtype']), mode='r')
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"can't read {bin_path} ({e}); re-run prepare.py for {data_dir}")
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"can't read {bin_path} ({e}); re-run prepare.py for {data_dir}")
     info = meta['splits'][split]
     if len(tokens) != info['tokens']:
-        raise SystemExit(f"{bin_path} holds {len(tokens)} tokens but meta.json says {info['tokens']}; "
+        raise ValueError(f"{bin_path} holds {len(tokens)} tokens but meta.json says {info['tokens']}; "
                          "re-run prepare.py with --force")
+    vocab_size = checkpoint['model_args']['vocab_size']
+    top = int(tokens.max()) if len(tokens) else 0  # an id past the vocabulary would fail deep inside the embedding
+    if top >= vocab_size:
+        raise ValueError(f"{bin_path} holds token id {top}, past the model's vocab_size={vocab_size}; re-run "
+                         "prepare.py for it, or pass --data_dir=<the data the model was trained on>")
 
     t0 = time.time()
     result = evaluate(model, tokens, block_size, stride, batch_size, device, dtype, info['bytes'], progress=True)
@@ -155,15 +162,11 @@ if __name__ == '__main__':
         untrained = GPT(GPTConfig.from_dict(checkpoint['model_args'])).to(device)
         base = evaluate(untrained, tokens, block_size, stride, batch_size, device, dtype, info['bytes'], progress=True)
         print(f"untrained baseline: loss {base['loss']:.4f}, ppl {base['ppl']:.2f}, {base['bpb']:.4f} bits/byte "
-              f"(a uniform guess over the {checkpoint['model_args']['vocab_size']} tokens: ppl "
-              f"{checkpoint['model_args']['vocab_size']})")
+              f"(a uniform guess over the {vocab_size} tokens: ppl {vocab_size})")
 
     report = {**result, 'split': split, 'data_dir': data_dir, 'checkpoint': path,
-              'iter_num': checkpoint.get('iter_num'), 'vocab_size': checkpoint['model_args']['vocab_size'],
+              'iter_num': checkpoint.get('iter_num'), 'vocab_size': vocab_size,
               'device': device, 'dtype': dtype, 'seconds': seconds, 'baseline': base, 'config': config}
     os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, 'eval.json.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, 'eval.json'))  # atomic: a reader never sees half a file
+    rundir.write_json(os.path.join(out_dir, 'eval.json'), report)  # atomic: a reader never sees half a file
     print(f"wrote {os.path.join(out_dir, 'eval.json')}")

@@ -68,7 +68,7 @@ def family(c):
                              f'a standard transformers class represents it; only {f}={default!r} exports')
     cls = {'rope': 'LlamaForCausalLM', 'learned': 'GPT2LMHeadModel'}.get(c.pos)
     for name, want in NEEDS[cls].items() if cls else [('pos', None)]:
-        have = None if name == 'n_kv_head' and c.kv_heads == c.n_head else getattr(c, name)  # n_head kv heads: plain
+        have = None if name == 'n_kv_head' and (c.n_kv_head or c.n_head) == c.n_head else getattr(c, name)  # n_head kv heads: plain
         if have != want:
             needs = '; '.join(f'{k} needs ' + ', '.join(f'{n}={v!r}' for n, v in d.items()) for k, d in NEEDS.items())
             raise ValueError(f'export: {name}={have!r} has no standard transformers class; {needs}')
@@ -82,11 +82,11 @@ def hf_config(model, eot_id):
                   initializer_range=0.02, use_cache=True, torch_dtype='float32')
     if fam == 'llama':
         return dict(architectures=['LlamaForCausalLM'], model_type='llama', hidden_size=c.n_embd,
-                    intermediate_size=c.hidden, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
-                    num_key_value_heads=c.kv_heads, head_dim=c.head_dim, hidden_act='silu',
+                    intermediate_size=c.mlp_width, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
+                    num_key_value_heads=c.n_kv_head or c.n_head, head_dim=c.head_dim, hidden_act='silu',
                     max_position_embeddings=c.block_size, rms_norm_eps=model.norm_f.eps, rope_theta=c.rope_theta,
                     attention_bias=c.bias, mlp_bias=c.bias, attention_dropout=c.dropout, **common)
-    return dict(architectures=['GPT2LMHeadModel'], model_type='gpt2', n_embd=c.n_embd, n_inner=c.hidden,
+    return dict(architectures=['GPT2LMHeadModel'], model_type='gpt2', n_embd=c.n_embd, n_inner=c.mlp_width,
                 n_layer=c.n_layer, n_head=c.n_head, n_positions=c.block_size, activation_function='gelu',
                 layer_norm_epsilon=model.norm_f.eps, resid_pdrop=c.dropout, embd_pdrop=c.dropout,
                 attn_pdrop=c.dropout, **common)
@@ -102,7 +102,7 @@ def hf_state_dict(model):
     if fam == 'llama':
         sd['model.embed_tokens.weight'] = own(model.wte.weight[:V])  # drop the padding rows
         for i, b in enumerate(model.blocks):
-            p, qkv_sizes = f'model.layers.{i}.', [c.n_head * c.head_dim] + [c.kv_heads * c.head_dim] * 2
+            p, qkv_sizes = f'model.layers.{i}.', [c.n_head * c.head_dim] + [(c.n_kv_head or c.n_head) * c.head_dim] * 2
             for kind in ('weight', 'bias') if c.bias else ('weight',):
                 q, k, v = getattr(b.attn.qkv, kind).split(qkv_sizes)  # query heads, key heads, value heads
                 value, gate = getattr(b.mlp.up, kind).chunk(2)  # MLP.forward: value * silu(gate)

@@ -26,9 +26,7 @@ References (cited below by number):
 import math
 import os
 import re
-import time
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -67,7 +65,7 @@ class GPTConfig:
 
     def __post_init__(self):
         def bad(what, fix):
-            raise SystemExit(f'model config: {what}; {fix}')
+            raise ValueError(f'model config: {what}; {fix}')
         for f in fields(self):  # values arrive from command lines and checkpoints, so check their types here
             v = getattr(self, f.name)
             if v is None and f.default is None:
@@ -84,7 +82,7 @@ class GPTConfig:
                 bad(f'{name}={getattr(self, name)} must be positive', f'set --{name} to at least 1')
         if self.n_embd % self.n_head:
             bad(f'n_embd={self.n_embd} is not divisible by n_head={self.n_head}', 'pick n_embd a multiple of n_head')
-        if self.kv_heads < 1 or self.n_head % self.kv_heads:
+        if self.n_kv_head is not None and (self.n_kv_head < 1 or self.n_head % self.n_kv_head):
             bad(f'n_kv_head={self.n_kv_head} must divide n_head={self.n_head}', 'use a divisor of n_head (or None)')
         if self.pos == 'rope' and self.head_dim % 2:
             bad(f'rope needs an even head size, got n_embd/n_head={self.head_dim}', 'change n_embd or n_head')
@@ -100,15 +98,11 @@ class GPTConfig:
             bad(f'logit_softcap={self.logit_softcap} must not be negative', 'use 0 (off) or a cap such as 15')
 
     @property
-    def kv_heads(self):
-        return self.n_head if self.n_kv_head is None else self.n_kv_head
-
-    @property
     def head_dim(self):
         return self.n_embd // self.n_head
 
     @property
-    def hidden(self):
+    def mlp_width(self):  # the setting mlp_hidden, or its default
         if self.mlp_hidden is not None:
             return self.mlp_hidden
         if self.act in GATED:  # a gated MLP has three matrices, so 8/3*C matches the two 4*C matrices of [2] [6]
@@ -122,15 +116,22 @@ class GPTConfig:
     def to_dict(self):
         return asdict(self)
 
+    # fields added after the first release, with the values that mean "as before": older checkpoints lack them
+    LATER = {'qk_norm': False, 'zero_init': False, 'logit_softcap': 0.0}
+
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ValueError(f'model config is {type(d).__name__}, not a dict of GPTConfig fields; '
+                             'it was not written by train.py')
         names = {f.name for f in fields(cls)}
+        d = {**{k: v for k, v in cls.LATER.items() if k not in d}, **d}  # a checkpoint from before they existed
         unknown, missing = sorted(set(d) - names), sorted(names - set(d))
         if unknown:
-            raise SystemExit(f'model config has unknown fields {unknown}; '
+            raise ValueError(f'model config has unknown fields {unknown}; '
                              'it comes from another model.py version, update model.py')
         if missing:
-            raise SystemExit(f'model config lacks fields {missing}; '
+            raise ValueError(f'model config lacks fields {missing}; '
                              'it comes from an older model.py, add them to the checkpoint\'s model_args')
         return cls(**d)
 
@@ -148,8 +149,8 @@ class Norm(nn.Module):
     def forward(self, x):
         if self.kind == 'layernorm':
             return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-        xf = x.float()  # x / sqrt(mean(x^2) + eps) * gain [5], in fp32 even under autocast
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        # x / sqrt(mean(x^2) + eps) * gain [5], in fp32 even under autocast; one call rather than five small ops
+        return F.rms_norm(x.float(), self.weight.shape, eps=self.eps).type_as(x) * self.weight
 
 
 def make_norm(config):
@@ -157,18 +158,21 @@ def make_norm(config):
 
 
 def rope_tables(head_dim, block_size, theta):
-    """cos and sin of the rotation angles [4], each (block_size, 1, head_dim/2): position p turns pair i by
-    p * theta^(-2i/head_dim). The 1 broadcasts over heads."""
+    """The rotation angles' cos and sin [4] as apply_rope uses them, each (block_size, 1, head_dim): position p
+    turns pair i by p * theta^(-2i/head_dim). Pair i is dimensions i and i + head_dim/2, so each half holds every
+    angle once, and sin carries the rotation's sign: -sin in the first half, +sin in the second. The 1 broadcasts
+    over heads."""
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.outer(torch.arange(block_size, dtype=torch.float64), inv_freq)[:, None, :]
-    return angles.cos().float(), angles.sin().float()
+    return torch.cat((angles.cos(), angles.cos()), -1).float(), torch.cat((-angles.sin(), angles.sin()), -1).float()
 
 
 def apply_rope(x, cos, sin):
-    """Rotate x (B, T, H, hd) by the angles of its positions, cos/sin (T, 1, hd/2). Dimension i is paired with
-    i + hd/2 (not 2i with 2i+1): the same rotation as [4] in a permuted basis, with no strided indexing."""
-    x1, x2 = x.float().chunk(2, dim=-1)  # rotate in fp32 even under autocast: angles need the precision
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+    """Rotate x (B, T, H, hd) by the angles of its positions, cos/sin (T, 1, hd) from rope_tables. Dimension i is
+    paired with i + hd/2 (not 2i with 2i+1): the same rotation as [4] in a permuted basis, with no strided
+    indexing: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), where rolling x by hd/2 swaps the halves."""
+    xf = x.float()  # rotate in fp32 even under autocast: angles need the precision
+    return (xf * cos + xf.roll(x.size(-1) // 2, dims=-1) * sin).type_as(x)
 
 
 def sinusoid_table(block_size, dim):
@@ -180,23 +184,34 @@ def sinusoid_table(block_size, dim):
     return table.float()
 
 
+def causal_mask(positions, size):
+    """The additive attention mask (T, size) of queries at window positions (T,) over key slots 0..size-1: 0 where
+    the slot is at or before the query's position, -inf after it (a later token, or a cache slot not written for
+    this window), so softmax gives those exact zeros. Additive rather than boolean because SDPA converts boolean
+    masks on every call. Built from positions when a forward needs one, instead of a (block_size, block_size)
+    buffer in every layer that the training path (SDPA's is_causal) never reads."""
+    slots = torch.arange(size, device=positions.device)
+    return torch.zeros(len(positions), size, device=positions.device).masked_fill(slots > positions[:, None],
+                                                                                   float('-inf'))
+
+
 class KVCache:
     """One layer's keys and values during generation, in buffers of fixed shape (B, n_kv_head, block_size,
-    head_dim) written in place. Attention reads the first `used` slots (the window length, set by the caller),
-    so work grows with the context actually held; with used=None it reads all of them and the causal mask hides
-    the unwritten slots, so every decoding step has identical shapes (what CUDA graphs need)."""
+    head_dim) written in place at each token's window position: the cache never grows or moves."""
 
     def __init__(self, block_size):
-        self.block_size, self.k, self.v, self.used = block_size, None, None, None
+        self.block_size, self.k, self.v = block_size, None, None
 
     def update(self, k, v, positions):
-        # k, v (B, n_kv_head, T, hd) for the window positions (T,); returns the first `used` slots of the buffers
+        # k, v (B, n_kv_head, T, hd) for the window positions (T,); returns the whole buffers
         if self.k is None:  # allocated on first use so dtype/device follow the activations (autocast included)
             shape = (k.size(0), k.size(1), self.block_size, k.size(3))
             self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)  # zeros, not empty: 0 * NaN would poison softmax
+            for buffer in (self.k, self.v):  # so CUDA graphs of the compiled step read them in place, uncopied
+                torch._dynamo.mark_static_address(buffer)
         self.k.index_copy_(2, positions, k)
         self.v.index_copy_(2, positions, v)
-        return self.k[:, :, :self.used], self.v[:, :, :self.used]
+        return self.k, self.v
 
     def reorder(self, rows):
         """Make row i hold what row rows[i] held (beam search follows each surviving beam's parent)."""
@@ -208,9 +223,9 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.n_head, self.n_kv, self.hd = config.n_head, config.kv_heads, config.head_dim
+        self.n_head, self.n_kv_head, self.hd = config.n_head, config.n_kv_head or config.n_head, config.head_dim
         # one matmul for queries (n_head heads) and keys/values (n_kv_head heads each) [7]
-        self.qkv = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv) * self.hd, bias=config.bias)
+        self.qkv = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.hd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.proj.residual = True  # gets the scaled init of [2]
         self.dropout = config.dropout
@@ -219,37 +234,36 @@ class CausalSelfAttention(nn.Module):
         self.q_norm, self.k_norm = (Norm('rmsnorm', self.hd, False), Norm('rmsnorm', self.hd, False)) \
             if config.qk_norm else (None, None)
         self.flash = FLASH
-        # the causal mask, added to the scores: 0 where query i may see key j (j <= i), -inf above the diagonal.
-        # Additive rather than boolean because SDPA converts boolean masks on every call. Non-persistent: it is
-        # rebuilt from the config, never stored in checkpoints.
-        causal = torch.full((config.block_size, config.block_size), float('-inf')).triu(diagonal=1)
-        self.register_buffer('mask', causal, persistent=False)
 
-    def forward(self, x, positions, rope=None, cache=None, maps=None):
+    def forward(self, x, positions, rope=None, mask=None, cache=None, maps=None):
+        """x (B, T, C) at window positions (T,). mask None: the T tokens attend causally among themselves;
+        with a cache, mask (T, S) says which of the cache's first S slots each token reads."""
         B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd)  # query heads, key heads, value heads
-        qk, v = qkv.split([self.n_head + self.n_kv, self.n_kv], dim=2)
+        nh, nkv = self.n_head, self.n_kv_head
+        qkv = self.qkv(x).view(B, T, nh + 2 * nkv, self.hd)  # query heads, key heads, value heads
+        qk, v = qkv.split([nh + nkv, nkv], dim=2)
         if self.q_norm is not None:
-            q, k = qk.split([self.n_head, self.n_kv], dim=2)
+            q, k = qk.split([nh, nkv], dim=2)
             qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=2)
         if rope is not None:  # [4]: rotating q and k makes q.k depend only on their distance; both in one call
             qk = apply_rope(qk, *rope)
-        q, k = qk.split([self.n_head, self.n_kv], dim=2)
+        q, k = qk.split([nh, nkv], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd), (B, nkv, T, hd) x2
-        mask = None  # None: the T tokens attend causally among themselves
         if cache is not None:
-            k, v = cache.update(k, v, positions)  # (B, nkv, S, hd), S = slots read
-            mask = self.mask[positions, :k.size(2)].to(q.dtype)  # (T, S): query at p sees keys 0..p only
+            k, v = cache.update(k, v, positions)
+            k, v = k[:, :, :mask.size(1)], v[:, :, :mask.size(1)]  # (B, nkv, S, hd): the slots the mask covers
+        if mask is not None:
+            mask = mask.to(q.dtype)  # SDPA wants the mask in the query's dtype (autocast)
         if self.flash and maps is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                                dropout_p=self.dropout if self.training else 0.0,
-                                               enable_gqa=self.n_kv != self.n_head)  # (B, nh, T, hd)
+                                               enable_gqa=nkv != nh)  # (B, nh, T, hd)
         else:
-            if self.n_kv != self.n_head:  # each group of n_head/n_kv query heads shares one key/value head
-                k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
-                v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
+            if nkv != nh:  # each group of n_head/n_kv_head query heads shares one key/value head
+                k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.hd))  # (B, nh, T, S)
-            att = (att + (self.mask[:T, :T] if mask is None else mask)).softmax(dim=-1)  # exp(-inf) = 0: exact zeros
+            mask = causal_mask(positions, T).to(q.dtype) if mask is None else mask
+            att = (att + mask).softmax(dim=-1)  # exp(-inf) = 0: exact zeros
             if maps is not None:
                 maps.append(att)
             y = self.attn_drop(att) @ v  # (B, nh, T, hd)
@@ -261,7 +275,7 @@ class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.act, h = config.act, config.hidden
+        self.act, h = config.act, config.mlp_width
         self.gated = config.act in GATED
         # a gated MLP [6] computes value and gate with one matmul of twice the width
         self.up = nn.Linear(config.n_embd, 2 * h if self.gated else h, bias=config.bias)
@@ -287,17 +301,18 @@ class Block(nn.Module):
         self.norm1, self.attn = make_norm(config), CausalSelfAttention(config)
         self.norm2, self.mlp = make_norm(config), MLP(config)
 
-    def forward(self, x, positions, rope=None, cache=None, maps=None):
+    def forward(self, x, positions, rope=None, mask=None, cache=None, maps=None):
         if self.post:  # [1]: normalise each residual sum
-            x = self.norm1(x + self.attn(x, positions, rope, cache, maps))
+            x = self.norm1(x + self.attn(x, positions, rope, mask, cache, maps))
             return self.norm2(x + self.mlp(x))
         # [2]: normalise each sub-layer's input, leaving a clean identity path through the residual stream
-        x = x + self.attn(self.norm1(x), positions, rope, cache, maps)
+        x = x + self.attn(self.norm1(x), positions, rope, mask, cache, maps)
         return x + self.mlp(self.norm2(x))
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Pick the next token from logits (B, V) -> (B,). temperature 0 is greedy (argmax)."""
+    """Pick the next token from logits (B, V) -> (B,). temperature 0 is greedy (argmax). generator: one
+    torch.Generator for every row, or a list with one per row (a row's draw then ignores the other rows)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -305,17 +320,27 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float('-inf'))
     if top_p is not None and top_p < 1.0:  # [9]: the smallest set of tokens holding probability >= top_p
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # mass of the strictly likelier tokens: exactly 0 for the top one
-        sorted_logits = sorted_logits.masked_fill(before >= top_p, float('-inf'))
-        logits = logits.scatter(-1, order, sorted_logits)
+        # The nucleus is usually a few dozen tokens: sort only the 64 likeliest (topk), and the whole vocabulary
+        # only when some row's nucleus is bigger (a full sort of 32k tokens costs milliseconds per token).
+        probs = logits.softmax(dim=-1)
+        for k in (min(64, logits.size(-1)), logits.size(-1)):
+            top, order = probs.topk(k, dim=-1)  # (B, k), likeliest first
+            before = top.cumsum(dim=-1) - top  # mass of the strictly likelier tokens: exactly 0 for the top one
+            if bool((before[:, -1] >= top_p).all()):  # the k-th token is out, so every row's nucleus is in
+                break
+        drop = torch.ones_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        logits = logits.masked_fill(drop, float('-inf'))
     # inverse-CDF draw, one uniform number per row: 8x faster than torch.multinomial over an 8k vocabulary on
     # CPU. u stays strictly below the total, so the chosen token (first with cdf > u) has probability > 0.
     cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
     total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=cdf.device) * total
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != len(logits):
+            raise ValueError(f'{len(generator)} generators for {len(logits)} rows; give one per row, or one for all')
+        u = torch.cat([torch.rand(1, generator=g, device=cdf.device) for g in generator])[:, None]
+    else:
+        u = torch.rand(total.shape, generator=generator, device=cdf.device)
+    u = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
@@ -355,8 +380,9 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def _hidden(self, idx, positions, caches=None, maps=None):
-        """Final hidden states (B, T, C) of tokens idx (B, T) sitting at window positions (T,)."""
+    def _trunk(self, idx, positions, mask=None, caches=None, maps=None):
+        """Final hidden states (B, T, C) of tokens idx (B, T) sitting at window positions (T,); mask and caches
+        as CausalSelfAttention takes them."""
         c = self.config
         x = self.wte(idx)  # (B, T, C)
         if c.pos == 'sinusoidal':  # [1] 3.4: scale embeddings by sqrt(C) so the unit-size sinusoids do not drown them
@@ -367,23 +393,25 @@ class GPT(nn.Module):
         rope = (self.rope_cos[positions], self.rope_sin[positions]) if c.pos == 'rope' else None
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, rope, caches[i] if caches else None, maps)
+            x = block(x, positions, rope, mask, caches[i] if caches else None, maps)
         return self.norm_f(x)
 
-    def _logits(self, x):
-        c = self.config.logit_softcap  # [13]: c * tanh(logits / c), a smooth clip into (-c, c), near 0 the identity;
-        # the head is linear, so dividing its (B, T, C) input saves a pass over the (B, T, V) logits
-        logits = self.lm_head(x / c if c else x)[..., :self.config.vocab_size]  # the padded ids can never be emitted
-        return c * torch.tanh(logits.float()) if c else logits
+    def _logits(self, x, padded=False):
+        """Logits (..., vocab_size) of hidden states x (..., C). padded=False multiplies by only the vocab_size rows
+        of the output matrix that can be emitted (a decoding step is bound by reading the weights); training
+        multiplies by the whole padded matrix (its aligned shape suits matmul tiles) and drops the padded ids."""
+        V, c = self.config.vocab_size, self.config.logit_softcap
+        logits = F.linear(x, self.lm_head.weight if padded else self.lm_head.weight[:V])[..., :V]
+        return c * torch.tanh(logits.float() / c) if c else logits  # [13]: a smooth clip into (-c, c)
 
     def forward(self, idx, targets=None):
         T = idx.size(1)
         if T > self.config.block_size:
-            raise SystemExit(f'sequence of {T} tokens is longer than block_size={self.config.block_size}; crop the input')
-        x = self._hidden(idx, torch.arange(T, device=idx.device))
+            raise ValueError(f'sequence of {T} tokens is longer than block_size={self.config.block_size}; crop the input')
+        x = self._trunk(idx, torch.arange(T, device=idx.device))
         if targets is None:  # inference needs only the last position: skip the (T, vocab) matmul
             return self._logits(x[:, [-1]]), None  # (B, 1, V)
-        logits = self._logits(x)  # (B, T, V)
+        logits = self._logits(x, padded=True)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
                                label_smoothing=self.config.label_smoothing if self.training else 0.0)  # [1] 5.4
         return logits, loss
@@ -392,7 +420,7 @@ class GPT(nn.Module):
     def attention_maps(self, idx):
         """Softmax attention weights of every layer, a list of (B, n_head, T, T), computed by the manual path."""
         maps = []
-        self._hidden(idx, torch.arange(idx.size(1), device=idx.device), maps=maps)
+        self._trunk(idx, torch.arange(idx.size(1), device=idx.device), maps=maps)
         return maps
 
     def num_params(self, non_embedding=False):
@@ -413,52 +441,43 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.block_size * c.n_embd
 
-    @torch.no_grad()
-    def _next_logits(self, seq, start, caches, filled):
-        """Logits (B, V) after the window seq[:, start:]. With caches, the window's first `filled` tokens are
-        cached: filled == 0 means (re)fill the cache from the whole window, otherwise feed only the newest token."""
-        window = seq[:, start:]
-        for cache in caches or []:
-            cache.used = window.size(1)  # attend over the window's slots only
-        if caches is None or filled == 0:
-            x = self._hidden(window, torch.arange(window.size(1), device=seq.device), caches)
-        else:
-            x = self._hidden(window[:, -1:], torch.tensor([filled], device=seq.device), caches)
-        return self._logits(x[:, -1])
+    def decode_step(self, tokens, positions, caches):
+        """Logits (B, V) of the token after tokens (B,): one new token per row, at window position positions (1,),
+        whose predecessors' keys and values are in caches. It always reads all block_size cache slots (the mask
+        hides those past the position), so every call has the same shapes: torch.compile builds it once
+        (compile_decoding) and CUDA graphs can replay it."""
+        mask = causal_mask(positions, self.config.block_size)  # (1, block_size), built once for all layers
+        return self._logits(self._trunk(tokens[:, None], positions, mask, caches)[:, -1])
 
-    # Past block_size the window slides: once it would exceed block_size tokens, it restarts from the newest
-    # block_size//2 tokens at position 0 and the cache is refilled from them. Cost: one forward over
-    # block_size//2 tokens per block_size//2 new tokens (about one extra token of batched compute per token),
-    # and each token then sees between block_size//2 and block_size tokens of context instead of always a full
-    # block. The refill is needed because positions count from the window start and the kept tokens' keys
-    # were computed while the dropped tokens were visible. use_cache=False recomputes the very same windows
-    # from scratch every step, so both modes produce identical tokens.
-    def _slide(self, seq, start):
-        bs = self.config.block_size
-        return (seq.size(1) - max(1, bs // 2), True) if seq.size(1) - start > bs else (start, False)
+    def compile_decoding(self, backend='inductor'):
+        """Replace decode_step by its torch.compile'd version; its fixed shapes compile once per batch size. On CUDA
+        the step is recorded as a CUDA graph (mode='reduce-overhead') and replayed for every token, which removes
+        the kernel launches that dominate batch-1 decoding of a small model; on a CPU the step's fused kernels are
+        called from generated C++ (cpp_wrapper) instead of Python. Call it after moving the model to its device."""
+        kw = {}
+        if backend == 'inductor':
+            kw = dict(mode='reduce-overhead') if self.lm_head.weight.is_cuda else dict(options={'cpp_wrapper': True})
+        self.decode_step = torch.compile(self.decode_step, backend=backend, fullgraph=True, dynamic=False, **kw)
 
     @torch.no_grad()
     def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,
                         use_cache=True, generator=None):
         """Yield the next token of every row, a LongTensor (B,), step by step. Rows that produced eos_id keep
-        producing it; the stream ends once every row has. Call model.eval() first (dropout)."""
+        producing it; the stream ends once every row has. generator: one torch.Generator for all rows, or a
+        list with one per row (then a row's random draws do not depend on the other rows).
+        Call model.eval() first (dropout)."""
         _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p)
-        seq, start = idx, max(0, idx.size(1) - self.config.block_size)
-        caches = [KVCache(self.config.block_size) for _ in self.blocks] if use_cache else None
-        filled, done = 0, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        window = Window(self, idx, use_cache)
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
-            logits = self._next_logits(seq, start, caches, filled)
-            filled = seq.size(1) - start
-            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            nxt = sample_next(window.logits(), temperature, top_k, top_p, generator)  # (B,)
             if eos_id is not None:
                 nxt = nxt.masked_fill(done, eos_id)
                 done |= nxt == eos_id
-            seq = torch.cat((seq, nxt[:, None]), dim=1)
+            window.push(nxt)
             yield nxt
             if eos_id is not None and bool(done.all()):
                 return
-            start, moved = self._slide(seq, start)
-            filled = 0 if moved else filled
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None,
                  use_cache=True, generator=None):
@@ -466,93 +485,74 @@ class GPT(nn.Module):
         new = list(self.generate_stream(idx, max_new_tokens, temperature, top_k, top_p, eos_id, use_cache, generator))
         return torch.cat([idx] + [t[:, None] for t in new], dim=1)
 
-    @torch.no_grad()
-    def beam_search(self, idx, max_new_tokens, beam_width, eos_id=None, length_penalty=1.0):
-        """The most probable continuation of idx (1, T) found by keeping beam_width partial sequences ranked by
-        summed log-probability. Finished ones (ending in eos_id) are ranked by sum / length**length_penalty; the
-        search stops once beam_width have finished. beam_width=1 is greedy decoding. Returns (1, T + n)."""
-        if idx.dim() != 2 or idx.size(0) != 1:
-            raise SystemExit(f'beam_search takes one prompt of shape (1, T), got {tuple(idx.shape)}; '
-                             'search prompts one at a time')
-        _check_generate_args(idx, max_new_tokens, 0.0, None, None)
-        if beam_width < 1:
-            raise SystemExit(f'beam_width={beam_width} must be at least 1; use 1 for greedy decoding')
-        W, T, dev = beam_width, idx.size(1), idx.device
-        seq, start = idx.expand(W, T), max(0, T - self.config.block_size)
-        scores = torch.full((W,), float('-inf'), device=dev)
-        scores[0] = 0.0  # all beams start as the same prompt: grow only the first at step one
-        caches, filled, finished = [KVCache(self.config.block_size) for _ in self.blocks], 0, []
-        stopped = False
-        for step in range(max_new_tokens):
-            logp = F.log_softmax(self._next_logits(seq, start, caches, filled).float(), dim=-1)  # (W, V)
-            filled, V = seq.size(1) - start, logp.size(-1)
-            top, flat = (scores[:, None] + logp).view(-1).topk(min(2 * W, W * V))  # 2W: at most W end in eos
-            live = []  # (parent row, token, score) of the next beams, best first
-            for rank, (s, i) in enumerate(zip(top.tolist(), flat.tolist())):
-                if s == float('-inf') or len(live) == W:
-                    break
-                if eos_id is not None and i % V == eos_id:
-                    if rank < W:  # an ending only counts if it would have made the beam
-                        ended = torch.cat((seq[i // V, T:], torch.tensor([eos_id], device=dev)))
-                        finished.append((s / (step + 1) ** length_penalty, ended))
-                    continue
-                live.append((i // V, i % V, s))
-            if len(finished) >= W or not live:
-                stopped = True
-                break
-            live += [(live[0][0], live[0][1], float('-inf'))] * (W - len(live))  # tiny vocab: pad with dead beams
-            rows = torch.tensor([r for r, _, _ in live], device=dev)
-            seq = torch.cat((seq[rows], torch.tensor([t for _, t, _ in live], device=dev)[:, None]), dim=1)
-            scores = torch.tensor([s for _, _, s in live], device=dev)
-            for cache in caches:
-                cache.reorder(rows)  # each beam continues from its parent's keys and values
-            start, moved = self._slide(seq, start)
-            filled = 0 if moved else filled
-        if not stopped or not finished:  # out of steps: the live beams compete with the finished ones
-            n = seq.size(1) - T
-            finished += [(s / max(n, 1) ** length_penalty, seq[b, T:]) for b, s in enumerate(scores.tolist())
-                         if s > float('-inf')]
-        best = max(finished, key=lambda f: f[0])[1]
-        return torch.cat((idx[0], best))[None]
-
     @classmethod
     def from_checkpoint(cls, path, device='cpu'):
-        """Load a train.py checkpoint -> (model in eval mode on device, the checkpoint dict)."""
+        """Load a train.py checkpoint -> (model in eval mode on device, the checkpoint dict).
+        FileNotFoundError if there is no such file, ValueError if it is not a usable checkpoint."""
         path = str(path)
         if not os.path.isfile(path):
-            raise SystemExit(f'checkpoint {path} not found; train one with train.py or give the right path')
+            raise FileNotFoundError(f'checkpoint {path} not found; train one with train.py or give the right path')
         try:
             ckpt = torch.load(path, map_location=device, weights_only=True)
         except Exception as e:  # truncated file, not a torch file, or pickled objects weights_only refuses
-            raise SystemExit(f'checkpoint {path} cannot be read ({type(e).__name__}); '
-                             'it is corrupt or not from train.py, re-copy or retrain it')
+            raise ValueError(f'checkpoint {path} cannot be read ({type(e).__name__}); '
+                             'it is corrupt or not from train.py, re-copy or retrain it') from None
         if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
-            raise SystemExit(f'checkpoint {path} lacks "model"/"model_args"; it was not written by train.py')
+            raise ValueError(f'checkpoint {path} lacks "model"/"model_args"; it was not written by train.py')
         try:
             model = cls(GPTConfig.from_dict(ckpt['model_args']))
-        except SystemExit as e:  # name the file in the config's own one-line message
-            raise SystemExit(f'checkpoint {path}: {e.code}') from None
+        except ValueError as e:  # name the file in the config's own one-line message
+            raise ValueError(f'checkpoint {path}: {e}') from None
         # torch.compile and DDP prefix parameter names; strip them in case a checkpoint kept them
         state = {re.sub(r'^(_orig_mod\.|module\.)+', '', k): v for k, v in ckpt['model'].items()}
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise SystemExit(f'checkpoint {path} does not fit its model_args ({str(e).splitlines()[0]}); '
-                             'it is corrupt or was edited, re-copy or retrain it')
+            raise ValueError(f'checkpoint {path} does not fit its model_args ({str(e).splitlines()[0]}); '
+                             'it is corrupt or was edited, re-copy or retrain it') from None
         return model.to(device).eval(), ckpt
 
 
-def check_device(device):
-    """'cpu', 'cuda', 'cuda:1', 'mps', ... -> its type, e.g. 'cuda'; a one-line exit if torch cannot use it."""
-    try:
-        device_type = torch.device(device).type
-    except RuntimeError:
-        raise SystemExit(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps', ...") from None
-    if device_type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(f"device {device!r} asked for but torch sees no GPU; use --device=cpu")
-    if device_type == 'mps' and not torch.backends.mps.is_available():
-        raise SystemExit(f"device {device!r} asked for but MPS is not available; use --device=cpu")
-    return device_type
+class Window:
+    """What generation feeds the model, stepped the same way by generate_stream and by sample.py's beam search:
+    each row's sequence so far, the window of its newest (at most block_size) tokens that the model reads, and
+    those tokens' cached keys and values. logits() -> (B, V) for the next token; push() appends one.
+
+    Past block_size the window slides: once it would exceed block_size tokens, it restarts from the newest
+    block_size//2 tokens at position 0 and the cache is refilled from them. Cost: one forward over block_size//2
+    tokens per block_size//2 new tokens (about one extra token of batched compute per token), and each token then
+    sees between block_size//2 and block_size tokens of context instead of always a full block. The refill is
+    needed because positions count from the window start and the kept tokens' keys were computed while the
+    dropped tokens were visible. use_cache=False recomputes the very same windows from scratch every step, so
+    both modes produce identical tokens."""
+
+    def __init__(self, model, idx, use_cache=True):
+        self.model, self.block_size = model, model.config.block_size
+        self.seq, self.start = idx, max(0, idx.size(1) - self.block_size)  # (B, T); the window is seq[:, start:]
+        self.caches = [KVCache(self.block_size) for _ in model.blocks] if use_cache else None
+        self.cached = False  # whether the cache holds every window token but the newest
+
+    @torch.no_grad()
+    def logits(self):
+        window = self.seq[:, self.start:]
+        T = window.size(1)
+        if self.cached:  # only the newest token goes through the model
+            return self.model.decode_step(self.newest, torch.tensor([T - 1], device=window.device), self.caches)
+        positions = torch.arange(T, device=window.device)  # (re)fill the cache from the whole window, or no cache
+        mask = causal_mask(positions, T) if self.caches is not None else None  # None: causal among the window
+        self.cached = self.caches is not None
+        return self.model._logits(self.model._trunk(window, positions, mask, self.caches)[:, -1])
+
+    def push(self, tokens, rows=None):
+        """Append tokens (B,) to the rows. rows (B,), given first, makes row i continue what row rows[i] held
+        (beam search follows each surviving beam's parent)."""
+        if rows is not None:
+            self.seq = self.seq[rows]
+            for cache in self.caches or []:
+                cache.reorder(rows)
+        self.seq, self.newest = torch.cat((self.seq, tokens[:, None]), dim=1), tokens
+        if self.seq.size(1) - self.start > self.block_size:  # slide, and refill the cache next time
+            self.start, self.cached = self.seq.size(1) - max(1, self.block_size // 2), False
 
 
 def _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p):
@@ -564,56 +564,4 @@ def _check_generate_args(idx, max_new_tokens, temperature, top_k, top_p):
             (top_k is not None and top_k < 1, f'top_k={top_k} must be at least 1; or None to keep all tokens'),
             (top_p is not None and not 0 < top_p <= 1, f'top_p={top_p} must lie in (0, 1]; or None to keep all tokens')):
         if broken:
-            raise SystemExit(message)
-
-
-# Dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s: (name pattern, bf16, fp16, tf32, fp32).
-# float32 counts TF32 tensor cores when torch allows TF32 matmuls, else plain FP32. None: no such hardware path.
-PEAK_FLOPS = [
-    (r'H200|GH200', 989e12, 989e12, 494.7e12, 66.9e12),
-    (r'H100.*PCIe', 756e12, 756e12, 378e12, 51.2e12),
-    (r'H100.*NVL', 835e12, 835e12, 417.5e12, 60e12),
-    (r'H100', 989e12, 989e12, 494.7e12, 66.9e12),  # SXM
-    (r'A100', 312e12, 312e12, 156e12, 19.5e12),
-    (r'L40S', 362e12, 362e12, 183e12, 91.6e12),
-    (r'\bL4\b', 121e12, 121e12, 60e12, 30.3e12),
-    (r'\bA10\b', 125e12, 125e12, 62.5e12, 31.2e12),
-    (r'A6000', 154.8e12, 154.8e12, 77.4e12, 38.7e12),
-    (r'4090', 165.2e12, 165.2e12, 82.6e12, 82.6e12),
-    (r'3090', 71e12, 71e12, 35.6e12, 35.6e12),
-    (r'V100', None, 125e12, None, 15.7e12),
-    (r'\bT4\b', None, 65e12, None, 8.1e12),
-]
-
-
-def peak_flops(device_type, dtype):
-    """Peak FLOP/s of this device in dtype ('bfloat16'|'float16'|'float32') for MFU -> (flops, label).
-    Known GPUs come from the table; a CPU or an unlisted GPU gets a big matmul timed now."""
-    dtype = str(dtype).removeprefix('torch.')
-    if device_type == 'cuda' and torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        for pattern, bf16, fp16, tf32, fp32 in PEAK_FLOPS:
-            if re.search(pattern, name):
-                tf32_on = torch.get_float32_matmul_precision() != 'highest'  # train.py turns TF32 on
-                flops = {'bfloat16': bf16, 'float16': fp16, 'float32': tf32 if tf32_on else fp32}.get(dtype)
-                if flops:
-                    return flops, f'{name} {dtype}{" (tf32)" if dtype == "float32" and tf32_on else ""} datasheet peak'
-    return _measured_flops(device_type, dtype), f'measured by a {device_type} {dtype} matmul'
-
-
-@lru_cache(maxsize=None)
-def _measured_flops(device_type, dtype):
-    n = 1024 if device_type == 'cpu' else 4096
-    a, b = (torch.randn(n, n, device=device_type, dtype=getattr(torch, dtype)) for _ in range(2))
-    sync = torch.cuda.synchronize if device_type == 'cuda' else (lambda: None)
-    a @ b  # warm-up: first call pays for allocation and kernel selection
-    sync()
-    best, t_end = float('inf'), time.perf_counter() + 0.3
-    for rep in range(1000):  # the fastest of many: a peak, not an average dragged down by other processes
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - t0)
-        if rep >= 3 and time.perf_counter() > t_end:
-            break
-    return 2 * n ** 3 / best
+            raise ValueError(message)

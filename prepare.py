@@ -14,11 +14,13 @@ mixes them. Each story is written as <|endoftext|> followed by its tokens, so ev
 a delimiter and the model learns how stories begin.
 
 One pass over the data with bounded memory: stories are streamed, encoded in worker processes in
-~1 MB batches, and appended to temporary files that are renamed at the end (meta.json last), so an
-interrupted run never leaves a complete-looking train.bin. Running again with the same settings and
-inputs does nothing unless --force.
+~1 MB batches, and appended to temporary files that replace the old outputs only once all of them are
+complete and on disk (meta.json last), so a failed or interrupted run leaves the earlier outputs as they
+were. out_dir belongs to one prepare.py at a time (a second one fails, naming the first). Running again
+with the same settings and inputs does nothing unless --force. Tests call main(argv) in-process.
 """
 import codecs
+import contextlib
 import glob
 import itertools
 import json
@@ -28,7 +30,9 @@ from collections import deque
 
 import numpy as np
 
+import rundir
 import tokenizer as tok  # as tok: `tokenizer` is the setting below
+from configurator import configure, setting_keys
 
 # -----------------------------------------------------------------------------
 # settings (override with --key=value or a config file)
@@ -47,12 +51,15 @@ vocab_size = 4096         # bpe only: tokens including <|endoftext|>
 bpe_train_bytes = 100_000_000  # bpe only: learn the merges from the first ~100 MB (in characters) of train
                           # stories, not all 2 GB: counting 100 MB takes ~30 s on 2 cores, and more text
                           # barely changes a 4k-8k vocabulary; 0 = all of it
-gpt2_dir = ''             # gpt2 only: directory with vocab.json + merges.txt; '' = $GPT2_DIR, $SHARED_DATA/gpt2
+gpt2_dir = ''             # gpt2 only: directory with vocab.json + merges.txt; '' = $GPT2_DIR, $SHARED_DATA/gpt2,
+                          # else tiktoken's copy (downloaded once, then cached)
 out_dir = 'data/tinystories'
-force = False             # redo even when out_dir already holds this exact preparation
+force = False             # redo even when out_dir already holds this exact preparation; replace a train.bin/val.bin
+                          # that no meta.json of prepare.py describes
 num_proc = 0              # processes for BPE counting and encoding; 0 = all cores
 seed = 1337               # for the val_fraction carve-out
 # -----------------------------------------------------------------------------
+_DEFAULTS = {k: globals()[k] for k in setting_keys(globals())}  # every main() call starts from these
 
 # Below, names that are not settings start with '_' so that configure() leaves them alone.
 _FORMATS = {'.txt': 'txt', '.jsonl': 'json', '.json': 'json', '.parquet': 'parquet'}  # extension -> reader
@@ -61,8 +68,9 @@ _HINT = ('--source=../shared/data/tinystories/train-v1-head.txt '
          '--val_source=../shared/data/tinystories/validation-head.txt (local files; or set TINYSTORIES_SOURCE)')
 
 
-# Invalid UTF-8 in .txt files: replaced by U+FFFD like errors='replace', but counted so the user hears of it.
-n_replaced, replaced = [0], {}  # running count; per file
+# What the readers skip is counted per file, so the user hears of it: invalid UTF-8 in .txt files (replaced by
+# U+FFFD like errors='replace'), and table rows whose text is not a string (None, a number, a list...).
+n_replaced, replaced, not_text = [0], {}, {}  # running count; per file; per file
 
 
 def count_and_replace(err):
@@ -74,7 +82,7 @@ codecs.register_error('prepare_count_replace', count_and_replace)
 
 
 def resolve(spec, what):
-    """'a.txt,dir/,*.parquet,owner/name' -> [('file', path) | ('hub', name)], or a one-line exit."""
+    """'a.txt,dir/,*.parquet,owner/name' -> [('file', path) | ('hub', name)]; ValueError/FileNotFoundError if not."""
     out = []
     for item in (s.strip() for s in spec.split(',')):
         if not item:
@@ -84,26 +92,26 @@ def resolve(spec, what):
             files = sorted(p for p in glob.glob(os.path.join(item, '**', '*'), recursive=True)
                            if os.path.splitext(p)[1].lower() in _FORMATS)
             if not files:
-                raise SystemExit(f"{what}: directory {item} holds no .txt/.jsonl/.json/.parquet files; point it at one that does")
+                raise ValueError(f"{what}: directory {item} holds no .txt/.jsonl/.json/.parquet files; point it at one that does")
             out += [('file', p) for p in files]
         elif any(c in item for c in '*?['):
             files = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not files:
-                raise SystemExit(f"{what}: no files match {item}; check the pattern")
+                raise FileNotFoundError(f"{what}: no files match {item}; check the pattern")
             out += [('file', p) for p in files]
         elif os.path.isfile(item):
             if ext not in _FORMATS:
-                raise SystemExit(f"{what}: unsupported file type '{ext or item}' ({item}); use .txt, .jsonl, .json or .parquet")
+                raise ValueError(f"{what}: unsupported file type '{ext or item}' ({item}); use .txt, .jsonl, .json or .parquet")
             out.append(('file', item))
         elif ext or item.startswith(('.', '/', '~')) or item.count('/') > 1:
-            raise SystemExit(f"{what}: {item} not found; pass an existing file, directory or glob")
+            raise FileNotFoundError(f"{what}: {item} not found; pass an existing file, directory or glob")
         else:
             out.append(('hub', item))  # 'roneneldan/TinyStories', 'wikitext'
     for kind, p in out:
         if kind == 'file' and os.path.splitext(p)[1].lower() not in _FORMATS:
-            raise SystemExit(f"{what}: unsupported file type '{os.path.splitext(p)[1] or p}' ({p}); use .txt, .jsonl, .json or .parquet")
+            raise ValueError(f"{what}: unsupported file type '{os.path.splitext(p)[1] or p}' ({p}); use .txt, .jsonl, .json or .parquet")
     if not out:
-        raise SystemExit(f"{what} is empty; pass a file, directory, glob or hub dataset name")
+        raise ValueError(f"{what} is empty; pass a file, directory, glob or hub dataset name")
     return out
 
 
@@ -144,18 +152,23 @@ def txt_stories(path):
 
 
 def rows_stories(rows, column, where):
-    """Stories from dataset rows (dicts); fails with the available columns when column is missing."""
-    try:
-        for row in rows:
-            if column not in row:
-                raise SystemExit(f"{where} has no column {column!r} (columns: {', '.join(row)}); pass --text_column=<one of them>")
-            if isinstance(row[column], str) and (story := row[column].strip()):
-                yield story
-    except SystemExit:
-        raise
-    except Exception as e:  # corrupt file, network drop, ...: one line, not a datasets traceback
-        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
-        raise SystemExit(f"can't read {where} ({type(e).__name__}: {msg}); check it is a valid, complete dataset")
+    """Stories from dataset rows (dicts). A row whose text is not a string is counted in not_text[where];
+    a missing column is a ValueError naming the columns there are."""
+    rows = iter(rows)
+    while True:
+        try:
+            row = next(rows, None)
+        except Exception as e:  # corrupt file, network drop, ...: one line, not a datasets traceback
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ''
+            raise ValueError(f"can't read {where} ({type(e).__name__}: {msg}); check it is a valid, complete dataset") from None
+        if row is None:
+            return
+        if column not in row:
+            raise ValueError(f"{where} has no column {column!r} (columns: {', '.join(row)}); pass --text_column=<one of them>")
+        if not isinstance(row[column], str):
+            not_text[where] = not_text.get(where, 0) + 1
+        elif story := row[column].strip():
+            yield story
 
 
 def table_stories(path, column):
@@ -164,7 +177,7 @@ def table_stories(path, column):
         rows = datasets.load_dataset(_FORMATS[os.path.splitext(path)[1].lower()], data_files=[path],
                                      split='train', streaming=True)
     except Exception as e:
-        raise SystemExit(f"can't read {path} ({type(e).__name__}: {str(e)[:200]}); check it is valid {os.path.splitext(path)[1]}")
+        raise ValueError(f"can't read {path} ({type(e).__name__}: {str(e)[:200]}); check it is valid {os.path.splitext(path)[1]}") from None
     return rows_stories(rows, column, path)
 
 
@@ -177,39 +190,39 @@ def check_hub(name):
     try:
         HfApi().dataset_info(name, timeout=10)
     except RepositoryNotFoundError:
-        raise SystemExit(f"no dataset {name!r} on the Hugging Face hub (or it is private); check the name, or use {_HINT}")
+        raise ValueError(f"no dataset {name!r} on the Hugging Face hub (or it is private); check the name, or use {_HINT}") from None
     except Exception as e:
-        raise SystemExit(f"can't reach the Hugging Face hub for {name} ({type(e).__name__}); "
-                         f"use {_HINT}")
+        raise ConnectionError(f"can't reach the Hugging Face hub for {name} ({type(e).__name__}); use {_HINT}") from None
 
 
-def hub_splits(name):
+def hub_splits(name, config):
     import datasets
     try:
-        return datasets.get_dataset_split_names(name, hf_config or None)
+        return datasets.get_dataset_split_names(name, config or None)
     except Exception as e:
-        raise SystemExit(f"can't load {name} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}); "
-                         f"check --hf_config, or use {_HINT}")
+        raise ValueError(f"can't load {name} from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}); "
+                         f"check --hf_config, or use {_HINT}") from None
 
 
-def hub_stories(name, split):
+def hub_stories(name, config, split, column):
     import datasets
     try:
-        rows = datasets.load_dataset(name, hf_config or None, split=split, streaming=True)
+        rows = datasets.load_dataset(name, config or None, split=split, streaming=True)
     except Exception as e:
-        raise SystemExit(f"can't load {name} ({split}) from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}); "
-                         f"use {_HINT}")
-    return rows_stories(rows, text_column, f'{name} ({split})')
+        raise ValueError(f"can't load {name} ({split}) from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}); "
+                         f"use {_HINT}") from None
+    return rows_stories(rows, column, f'{name} ({split})')
 
 
-def stories(entries, hub_split):
+def stories(entries, hub_split, column, config=''):
+    """Every story of entries (from resolve) in order; hub datasets give their split hub_split (config: hf_config)."""
     for kind, p in entries:
         if kind == 'hub':
-            yield from hub_stories(p, hub_split)
+            yield from hub_stories(p, config, hub_split, column)
         elif _FORMATS[os.path.splitext(p)[1].lower()] == 'txt':
             yield from txt_stories(p)
         else:
-            yield from table_stories(p, text_column)
+            yield from table_stories(p, column)
 
 
 def fingerprint(entries):
@@ -217,7 +230,7 @@ def fingerprint(entries):
     return {p: [os.path.getsize(p), os.stat(p).st_mtime_ns] for kind, p in entries if kind == 'file'}
 
 
-# Encoding workers. Module-level, and the script body is under __main__, so 'spawn' can import them.
+# Encoding workers. Module-level, and the script body is main(), so 'spawn' can import them.
 _worker = {}  # this process's encoding and token dtype
 
 
@@ -278,78 +291,109 @@ def batched(labelled):
             yield split, buf[split]
 
 
-if __name__ == '__main__':
-    from configurator import configure
-    config = configure(globals())
+def earlier(out_dir):
+    """meta.json of an earlier prepare.py run in out_dir, or None (none there, or damaged)."""
+    try:
+        meta = tok.read_meta(out_dir)
+        return meta if isinstance(meta.get('args'), dict) and isinstance(meta.get('inputs'), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(old, out_dir, same_as, inputs):
+    """Does out_dir hold exactly this preparation: meta.json old records the same settings (same_as: all but
+    force and num_proc) and input files, and the files it describes are whole?"""
+    try:
+        return (old is not None and {k: v for k, v in old['args'].items() if k not in ('force', 'num_proc')} == same_as
+                and old['inputs'] == inputs
+                and all(os.path.getsize(os.path.join(out_dir, s + '.bin')) == old['splits'][s]['tokens'] * np.dtype(old['dtype']).itemsize
+                        for s in ('train', 'val'))
+                and (old['tokenizer'] == 'gpt2' or os.path.isfile(os.path.join(out_dir, 'tokenizer.json'))))
+    except OSError:
+        return False  # a .bin is missing: prepare again
+
+
+def main(argv=None):
+    """python prepare.py ARGS, as a function: main(['--source=a.txt', ...]). Every call starts from the defaults
+    above. Anything the user can fix raises an OSError or ValueError with a one-line message (at the command
+    line, configure()'s hook prints just that line)."""
+    globals().update(_DEFAULTS)
+    n_replaced[0] = 0
+    replaced.clear()
+    not_text.clear()
+    config = configure(globals(), argv)
     from tqdm import tqdm
-    os.environ.setdefault('USE_TORCH', '0')  # else `datasets` imports torch (seconds) that prepare never uses
 
     # ---- check the settings before touching anything
     if tokenizer not in ('bpe', 'gpt2'):
-        raise SystemExit(f"tokenizer must be 'bpe' or 'gpt2', got {tokenizer!r}")
+        raise ValueError(f"tokenizer must be 'bpe' or 'gpt2', got {tokenizer!r}")
     if tokenizer == 'bpe' and vocab_size < 257:
-        raise SystemExit(f"vocab_size={vocab_size} is too small: a byte-level BPE needs 256 byte tokens + "
+        raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs 256 byte tokens + "
                          "<|endoftext|>; use at least 257 (e.g. 4096)")
     if not 0 <= val_fraction < 1:
-        raise SystemExit(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_source and val_fraction:
-        raise SystemExit("val_source and val_fraction both set; pass one of them (a file for val, or a fraction to carve out)")
+        raise ValueError("val_source and val_fraction both set; pass one of them (a file for val, or a fraction to carve out)")
     if max_stories < 0 or bpe_train_bytes < 0 or num_proc < 0:
-        raise SystemExit("max_stories, bpe_train_bytes and num_proc must be >= 0 (0 = all)")
+        raise ValueError("max_stories, bpe_train_bytes and num_proc must be >= 0 (0 = all)")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SystemExit(f"out_dir {out_dir} is a file; pass a directory")
+        raise ValueError(f"out_dir {out_dir} is a file; pass a directory")
     train_entries = resolve(source, '--source')
     val_entries = resolve(val_source, '--val_source') if val_source else []
     nproc = num_proc or os.cpu_count() or 1
-
-    # ---- a re-run with the same settings and unchanged input files is a no-op
-    paths = {k: os.path.join(out_dir, k) for k in ('train.bin', 'val.bin', 'meta.json', 'tokenizer.json')}
     # force and num_proc don't change the output; the JSON round trip makes tuples compare equal to lists
     same_as = json.loads(json.dumps({k: v for k, v in config.items() if k not in ('force', 'num_proc')}))
     inputs = fingerprint(train_entries + val_entries)
-    if not force and os.path.exists(paths['meta.json']):
-        try:
-            with open(paths['meta.json']) as f:
-                old = json.load(f)
-            done = ({k: v for k, v in old['args'].items() if k not in ('force', 'num_proc')} == same_as
-                    and old['inputs'] == inputs
-                    and all(os.path.getsize(paths[s + '.bin']) == old['splits'][s]['tokens'] * np.dtype(old['dtype']).itemsize
-                            for s in ('train', 'val'))
-                    and (tokenizer == 'gpt2' or os.path.exists(paths['tokenizer.json'])))
-        except (OSError, ValueError, KeyError, TypeError):
-            done = False  # unreadable or partial: prepare again
-        if done:
+
+    # ---- out_dir is ours until we return: a second prepare.py into it fails, naming this one
+    fresh = not os.path.exists(out_dir)
+    try:
+        held = rundir.lock(out_dir)
+    except BlockingIOError:
+        raise
+    except OSError:  # read-only, or not ours to write: fine if it already holds this preparation
+        if force or not is_done(earlier(out_dir), out_dir, same_as, inputs):
+            raise
+        held = None
+    try:
+        # ---- a re-run with the same settings and unchanged input files is a no-op
+        old = earlier(out_dir)
+        if not force and is_done(old, out_dir, same_as, inputs):
             print(f"{out_dir} already holds this preparation (meta.json matches the settings and inputs); "
                   "nothing to do (--force redoes it)")
-            raise SystemExit(0)
+            return
+        # files of ours that no meta.json of prepare.py describes may be another tool's: replace them only when told to
+        known = set() if old is None else {'train.bin', 'val.bin', old.get('tokenizer_file')}
+        theirs = [k for k in ('train.bin', 'val.bin') + (('tokenizer.json',) if tokenizer == 'bpe' else ())
+                  if k not in known and os.path.exists(os.path.join(out_dir, k))]
+        if theirs and not force:
+            raise ValueError(f"{out_dir} holds {', '.join(theirs)} that no meta.json of prepare.py describes; "
+                             "pass another --out_dir, or --force to replace them")
 
-    # ---- where validation comes from
-    carve = val_fraction
-    hub_names = [p for kind, p in train_entries + val_entries if kind == 'hub']
-    for name in dict.fromkeys(hub_names):
-        check_hub(name)
-    if not val_entries and not carve:
-        if train_entries and all(kind == 'hub' and 'validation' in hub_splits(p) for kind, p in train_entries):
-            val_entries = [('hub', p) for _, p in train_entries]  # the official split, e.g. TinyStories' 22k stories
-            print("val: the official 'validation' split")
-        else:
-            carve = 0.05
-            print(f"val: no --val_source and no official validation split, so 5% of the stories (seed {seed}); "
-                  "set --val_fraction or --val_source to choose")
+        # ---- where validation comes from
+        carve = val_fraction
+        hub_names = [p for kind, p in train_entries + val_entries if kind == 'hub']
+        for name in dict.fromkeys(hub_names):
+            check_hub(name)
+        if not val_entries and not carve:
+            if train_entries and all(kind == 'hub' and 'validation' in hub_splits(p, hf_config) for kind, p in train_entries):
+                val_entries = [('hub', p) for _, p in train_entries]  # the official split, e.g. TinyStories' 22k stories
+                print("val: the official 'validation' split")
+            else:
+                carve = 0.05
+                print(f"val: no --val_source and no official validation split, so 5% of the stories (seed {seed}); "
+                      "set --val_fraction or --val_source to choose")
 
-    def labelled():
-        """(split, story) for the whole input: the source (minus a seeded carve-out), then the val source."""
-        rng = random.Random(seed)
-        for story in itertools.islice(stories(train_entries, 'train'), max_stories or None):
-            yield ('val' if carve and rng.random() < carve else 'train'), story
-        for story in itertools.islice(stories(val_entries, 'validation'), max_stories or None):
-            yield 'val', story
+        def labelled():
+            """(split, story) for the whole input: the source (minus a seeded carve-out), then the val source."""
+            rng = random.Random(seed)
+            for story in itertools.islice(stories(train_entries, 'train', text_column, hf_config), max_stories or None):
+                yield ('val' if carve and rng.random() < carve else 'train'), story
+            for story in itertools.islice(stories(val_entries, 'validation', text_column, hf_config), max_stories or None):
+                yield 'val', story
 
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = {k: p + '.tmp' for k, p in paths.items()}
-    stream, head, files = labelled(), [], {}
-    try:
         # ---- the tokenizer: GPT-2's, or a BPE trained on the first bpe_train_bytes of train stories
+        stream, head = labelled(), []
         if tokenizer == 'gpt2':
             enc, bpe_text = tok.load_gpt2(gpt2_dir or None), None
         else:
@@ -366,7 +410,7 @@ if __name__ == '__main__':
                     elif not carve:
                         break  # train part done, now reading the separate val source: stop holding it
             if not train_texts:
-                raise SystemExit(f"no training stories in {source}; check the file(s) hold text "
+                raise ValueError(f"no training stories in {source}; check the file(s) hold text "
                                  f"(for tables: the column --text_column={text_column!r})")
             print(f"bpe: learning {vocab_size - 257} merges from {len(train_texts):,} stories ({n_chars / 1e6:.1f}M chars)")
             merges = tok.train_bpe(train_texts, vocab_size, num_proc=nproc)
@@ -375,52 +419,63 @@ if __name__ == '__main__':
             del train_texts
             bpe_text = tok.bpe_json(merges)
             enc = tok.bpe_from_json(bpe_text)
-            tok.save_text(tmp['tokenizer.json'], bpe_text)
         dtype = 'uint16' if enc.n_vocab < 2**16 else 'uint32'
 
-        # ---- encode and append, batch by batch, to the temporary .bin files
+        # ---- write every output to a temporary file; leaving `publish` renames each into place, meta.json last
+        names = ['meta.json'] + (['tokenizer.json'] if bpe_text else []) + ['train.bin', 'val.bin']
         splits = {s: {'tokens': 0, 'stories': 0, 'bytes': 0} for s in ('train', 'val')}
-        files = {s: open(tmp[s + '.bin'], 'wb') for s in ('train', 'val')}
-        with tqdm(desc='encoding', unit=' stories', unit_scale=True) as bar:
-            for split, ids, n, nbytes in encoded(batched(itertools.chain(head, stream)),
-                                                 (tokenizer, gpt2_dir, bpe_text, dtype), nproc):
-                files[split].write(ids.tobytes())
-                splits[split]['tokens'] += len(ids)
-                splits[split]['stories'] += n
-                splits[split]['bytes'] += nbytes
-                bar.update(n)
-                head = []  # so the bpe-training stories can be freed once the chain is past them
-        for f in files.values():
-            f.close()
-        if not splits['train']['stories']:
-            raise SystemExit(f"no training stories in {source}; check the file(s) hold text "
-                             f"(for tables: the column --text_column={text_column!r})")
-        if not splits['val']['stories']:
-            raise SystemExit(f"no validation stories ({val_source or 'val_fraction'} gave none); "
-                             "pass --val_source=FILE or a larger --val_fraction")
-
-        # ---- publish: drop the old meta.json first, so until the new one lands the directory reads as incomplete
-        if os.path.exists(paths['meta.json']):
-            os.remove(paths['meta.json'])
-        for k in ('train.bin', 'val.bin', 'tokenizer.json'):
-            if os.path.exists(tmp[k]):
-                os.replace(tmp[k], paths[k])
-            elif os.path.exists(paths[k]):
-                os.remove(paths[k])  # a tokenizer.json left by an earlier bpe run would mislead
-        meta = {'version': 1, 'tokenizer': tokenizer, 'tokenizer_file': 'tokenizer.json' if tokenizer == 'bpe' else None,
-                'vocab_size': enc.n_vocab, 'eot_id': enc.eot_token, 'dtype': dtype, 'splits': splits,
-                'source': source, 'args': config, 'inputs': inputs, 'invalid_utf8': sum(replaced.values())}
-        tok.save_text(paths['meta.json'], json.dumps(meta, indent=2) + '\n')
+        with contextlib.ExitStack() as publish:
+            out = {k: publish.enter_context(rundir.atomic_open(os.path.join(out_dir, k), 'wb')) for k in names}
+            if bpe_text:
+                out['tokenizer.json'].write(bpe_text.encode('utf-8'))
+            with tqdm(desc='encoding', unit=' stories', unit_scale=True) as bar:
+                for split, ids, n, nbytes in encoded(batched(itertools.chain(head, stream)),
+                                                     (tokenizer, gpt2_dir, bpe_text, dtype), nproc):
+                    out[split + '.bin'].write(ids.tobytes())
+                    splits[split]['tokens'] += len(ids)
+                    splits[split]['stories'] += n
+                    splits[split]['bytes'] += nbytes
+                    bar.update(n)
+                    head = []  # so the bpe-training stories can be freed once the chain is past them
+            if not splits['train']['stories']:
+                raise ValueError(f"no training stories in {source}; check the file(s) hold text "
+                                 f"(for tables: the column --text_column={text_column!r})")
+            if not splits['val']['stories']:
+                raise ValueError(f"no validation stories ({val_source or 'val_fraction'} gave none); "
+                                 "pass --val_source=FILE or a larger --val_fraction")
+            meta = {'version': 1, 'tokenizer': tokenizer, 'tokenizer_file': 'tokenizer.json' if bpe_text else None,
+                    'vocab_size': enc.n_vocab, 'eot_id': enc.eot_token, 'dtype': dtype, 'splits': splits,
+                    'source': source, 'args': config, 'inputs': inputs, 'invalid_utf8': sum(replaced.values()),
+                    'not_text_rows': sum(not_text.values())}
+            out['meta.json'].write((json.dumps(meta, indent=2) + '\n').encode('utf-8'))
+            for f in out.values():  # all of it on disk before the first rename: a full disk still changes nothing
+                f.flush()
+                os.fsync(f.fileno())
+            # Until the new meta.json lands the directory reads as incomplete, never as old meta.json over new data.
+            # Removed are only files an earlier prepare.py wrote: its meta.json, and its tokenizer.json when this
+            # run has none (it would mislead).
+            for k in ['meta.json'] + (['tokenizer.json'] if not bpe_text and 'tokenizer.json' in known else []):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(out_dir, k))
     finally:
-        for f in files.values():
-            f.close()
-        for p in tmp.values():
-            if os.path.exists(p):
-                os.remove(p)
+        with contextlib.suppress(OSError):  # a failed first run leaves no directory behind
+            if held and fresh and os.listdir(out_dir) == [rundir.LOCK]:
+                os.remove(os.path.join(out_dir, rundir.LOCK))
+                os.rmdir(out_dir)
+        if held:
+            held.close()
     if replaced:
         print(f"warning: invalid UTF-8 replaced with U+FFFD: {sum(replaced.values())} sequences "
               f"({', '.join(f'{n} in {p}' for p, n in replaced.items())})")
+    if not_text:
+        print(f"warning: skipped {sum(not_text.values())} rows whose {text_column!r} is not a string "
+              f"({', '.join(f'{n} in {w}' for w, n in not_text.items())})")
     for s, v in splits.items():
         print(f"{s}: {v['stories']:,} stories, {v['tokens']:,} tokens, {v['bytes'] / v['tokens']:.2f} bytes/token")
     print(f"wrote {out_dir}/{{train.bin,val.bin,meta.json{',tokenizer.json' if bpe_text else ''}}} "
           f"({tokenizer}, vocab {enc.n_vocab}, {dtype})")
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('USE_TORCH', '0')  # else `datasets` imports torch (seconds) that prepare never uses
+    main()

@@ -1,8 +1,9 @@
 """
 The two tokenizers, both served by tiktoken so that encoding runs in Rust:
 
-- 'gpt2': OpenAI's GPT-2 byte-level BPE (50257 tokens), built offline from its published
-  vocab.json + merges.txt (or encoder.json + vocab.bpe); tiktoken would otherwise download them.
+- 'gpt2': OpenAI's GPT-2 byte-level BPE (50257 tokens), built from its published vocab.json +
+  merges.txt (or encoder.json + vocab.bpe) where a directory holds them, so it works offline;
+  elsewhere tiktoken downloads (and caches) them.
 - 'bpe': a byte-level BPE trained here on the training text. Text is first cut into pre-tokens by
   GPT-2's regex (so merges never cross word/space/punctuation classes) and at every <|endoftext|>
   (so nothing ever merges across a story boundary); then the most frequent adjacent pair is merged,
@@ -26,12 +27,9 @@ EOT = '<|endoftext|>'
 # spaces leaves its last space to prefix the next word.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SHARED_DATA = os.environ.get('SHARED_DATA', os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shared', 'data'))
-# tiktoken's own download locations; its cache names files by the sha1 of these URLs.
-GPT2_URLS = ('https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe',
-             'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json')
 
 # -----------------------------------------------------------------------------
-# GPT-2, offline
+# GPT-2
 
 
 def gpt2_byte_decoder():
@@ -68,33 +66,32 @@ def gpt2_from_files(vocab_path, merges_path):
             if ranks.get(bytes(to_byte[c] for c in left + right)) != 256 + i:
                 raise ValueError(f'merge {i} ({left} {right}) is not token {256 + i}')
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise SystemExit(f"GPT-2 files {vocab_path} / {merges_path} are unreadable or don't match "
+        raise ValueError(f"GPT-2 files {vocab_path} / {merges_path} are unreadable or don't match "
                          f"({type(e).__name__}: {e}); get both from the same GPT-2 release")
     return tiktoken.Encoding('gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                              special_tokens={EOT: eot_id}, explicit_n_vocab=len(ranks) + 1)
 
 
 def load_gpt2(gpt2_dir=None):
-    """GPT-2's tiktoken Encoding without network access. Looks in gpt2_dir, then $GPT2_DIR, then
-    $SHARED_DATA/gpt2 (vocab.json + merges.txt, or OpenAI's encoder.json + vocab.bpe), then in
-    tiktoken's own cache ($TIKTOKEN_CACHE_DIR), where a machine that once had internet keeps them."""
+    """GPT-2's tiktoken Encoding. Local files first: gpt2_dir, else $GPT2_DIR, then $SHARED_DATA/gpt2
+    (vocab.json + merges.txt, or OpenAI's encoder.json + vocab.bpe), so machines without internet work;
+    then tiktoken's own copy (its cache, or a download). FileNotFoundError when none of these has it."""
     if gpt2_dir:  # asked for explicitly: don't fall back to anything else
         if not gpt2_files(gpt2_dir):
-            raise SystemExit(f"no GPT-2 BPE files in {gpt2_dir}; it needs vocab.json + merges.txt "
-                             "(or encoder.json + vocab.bpe)")
+            raise FileNotFoundError(f"no GPT-2 BPE files in {gpt2_dir}; it needs vocab.json + merges.txt "
+                                    "(or encoder.json + vocab.bpe)")
         return gpt2_from_files(*gpt2_files(gpt2_dir))
     tried = [d for d in (os.environ.get('GPT2_DIR'), os.path.join(SHARED_DATA, 'gpt2')) if d]
     for d in tried:
         if gpt2_files(d):
             return gpt2_from_files(*gpt2_files(d))
-    import hashlib
-    import tempfile
-    cache = os.environ.get('TIKTOKEN_CACHE_DIR') or os.environ.get('DATA_GYM_CACHE_DIR') or \
-        os.path.join(tempfile.gettempdir(), 'data-gym-cache')
-    if all(os.path.isfile(os.path.join(cache, hashlib.sha1(u.encode()).hexdigest())) for u in GPT2_URLS):
-        return tiktoken.get_encoding('gpt2')  # served from the cache, no download
-    raise SystemExit(f"GPT-2 BPE files not found (looked in {', '.join(tried)} and tiktoken's cache {cache}); "
-                     "put vocab.json + merges.txt in a directory and set GPT2_DIR=<dir> (or --gpt2_dir=<dir>)")
+    try:
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:  # no network, a proxy, a damaged cache: say where we looked and what to do
+        why = ' '.join(str(e).split())[:120]
+        raise FileNotFoundError(f"GPT-2 BPE files not found in {', '.join(tried)}, and tiktoken could not download "
+                                f"them ({type(e).__name__}: {why}); put vocab.json + merges.txt in a directory and "
+                                "set GPT2_DIR=<dir> (or --gpt2_dir=<dir>)") from None
 
 
 # -----------------------------------------------------------------------------
@@ -137,7 +134,7 @@ def train_bpe(texts, vocab_size, num_proc=1, progress=True):
     pair; stale heap entries are skipped when popped. Ties go to the pair whose (left, right) bytes sort
     first, so the same text and vocab_size always give the same merges."""
     if vocab_size < 257:
-        raise SystemExit(f"vocab_size={vocab_size} is too small for a byte-level BPE; it needs 256 byte "
+        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE; it needs 256 byte "
                          "tokens + <|endoftext|>, use at least 257 (e.g. 4096)")
     total = sum(len(t) for t in texts)
     if num_proc > 1 and total > PARALLEL_MIN_CHARS:
@@ -233,27 +230,22 @@ def bpe_from_json(text, where='tokenizer.json'):
     """tiktoken Encoding from tokenizer.json text; where names it in error messages."""
     try:
         d = json.loads(text)
-        assert d['type'] == 'byte-level-bpe' and d['version'] == 1, 'not a version-1 byte-level BPE'
+        if d['type'] != 'byte-level-bpe' or d['version'] != 1:
+            raise ValueError('not a version-1 byte-level BPE')
         vocab = [bytes([b]) for b in range(256)]
         for a, b in d['merges']:
             vocab.append(vocab[a] + vocab[b])
         special = {str(k): int(v) for k, v in d['special_tokens'].items()}
-        assert special.get(EOT) == len(vocab), f'{EOT} must have id {len(vocab)}'
-        assert len(set(vocab)) == len(vocab), 'two merges make the same token'
+        if special.get(EOT) != len(vocab):
+            raise ValueError(f'{EOT} must have id {len(vocab)}')
+        if len(set(vocab)) != len(vocab):
+            raise ValueError('two merges make the same token')
         ranks = {t: i for i, t in enumerate(vocab)}
         return tiktoken.Encoding('bpe', pat_str=d['pattern'], mergeable_ranks=ranks, special_tokens=special,
                                  explicit_n_vocab=len(vocab) + len(special))
-    except (ValueError, KeyError, TypeError, IndexError, AssertionError) as e:
-        raise SystemExit(f"{where} is not a valid tokenizer file ({type(e).__name__}: {e}); "
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"{where} is not a valid tokenizer file ({type(e).__name__}: {e}); "
                          "re-run prepare.py with --force to rebuild it")
-
-
-def save_text(path, text):
-    """Write text to path atomically: a reader sees the old file or the new one, never half of it."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # -----------------------------------------------------------------------------
@@ -261,14 +253,35 @@ def save_text(path, text):
 
 
 def read_meta(data_dir):
+    """data_dir/meta.json as prepare.py wrote it; every script reads it here. FileNotFoundError when there is
+    none, ValueError naming the field when it is damaged: either way, prepare.py makes a good one."""
     path = os.path.join(data_dir, 'meta.json')
+    fix = f're-run python prepare.py --out_dir={data_dir} --force'
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8') as f:
             meta = json.load(f)
-        assert meta['tokenizer'] in ('bpe', 'gpt2'), f"unknown tokenizer {meta['tokenizer']!r}"
-        return meta
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
-        raise SystemExit(f"can't read {path} ({type(e).__name__}: {e}); run prepare.py --out_dir={data_dir} first")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no prepared data in {data_dir} ({path} is missing); "
+                                f"run python prepare.py --out_dir={data_dir}") from None
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise ValueError(f"{path} is damaged (not JSON: {e}); {fix}") from None
+    m = meta if isinstance(meta, dict) else {}
+    vocab, eot, splits = m.get('vocab_size'), m.get('eot_id'), m.get('splits')
+    problem = None
+    if not isinstance(meta, dict):
+        problem = 'not a JSON object'
+    elif m.get('tokenizer') not in ('bpe', 'gpt2'):
+        problem = f"tokenizer {m.get('tokenizer')!r} is not 'bpe' or 'gpt2'"
+    elif m.get('dtype') not in ('uint16', 'uint32'):
+        problem = f"dtype {m.get('dtype')!r} is not 'uint16' or 'uint32'"
+    elif not (type(vocab) is int and type(eot) is int and 0 <= eot < vocab):
+        problem = f'vocab_size={vocab!r}, eot_id={eot!r}: need whole numbers with 0 <= eot_id < vocab_size'
+    elif not (isinstance(splits, dict) and {'train', 'val'} <= set(splits) and all(
+            isinstance(v, dict) and type(v.get('tokens')) is int and v['tokens'] >= 0 for v in splits.values())):
+        problem = 'splits must give the token count of train and val'
+    if problem:
+        raise ValueError(f"{path} is damaged ({problem}); {fix}")
+    return meta
 
 
 def state_from_dir(data_dir):
@@ -281,8 +294,8 @@ def state_from_dir(data_dir):
         try:
             with open(path, encoding='utf-8') as f:
                 text = f.read()
-        except OSError as e:
-            raise SystemExit(f"can't read {path} ({e.strerror}); re-run prepare.py --out_dir={data_dir} --force")
+        except OSError as e:  # the same kind of OSError (FileNotFoundError, PermissionError...), with what to do
+            raise type(e)(f"can't read {path} ({e.strerror}); re-run python prepare.py --out_dir={data_dir} --force") from None
     return {'name': meta['tokenizer'], 'n_vocab': int(meta['vocab_size']), 'eot_id': int(meta['eot_id']), 'json': text}
 
 
@@ -291,16 +304,16 @@ def from_state(state):
     try:
         name, n_vocab, eot_id, text = state['name'], state['n_vocab'], state['eot_id'], state['json']
     except (KeyError, TypeError):
-        raise SystemExit(f"tokenizer state {str(state)[:80]!r} is not from tokenizer.state_from_dir; "
-                         "the checkpoint was not written by this repo's train.py")
+        raise ValueError(f"tokenizer state {str(state)[:80]!r} is not from tokenizer.state_from_dir; "
+                         "the checkpoint was not written by this repo's train.py") from None
     if name == 'bpe':
         enc = bpe_from_json(text, where='the bpe tokenizer stored in the checkpoint')
     elif name == 'gpt2':
         enc = load_gpt2()
     else:
-        raise SystemExit(f"unknown tokenizer {name!r} in the checkpoint; expected 'bpe' or 'gpt2'")
+        raise ValueError(f"unknown tokenizer {name!r} in the checkpoint; expected 'bpe' or 'gpt2'")
     if (enc.n_vocab, enc.eot_token) != (n_vocab, eot_id):
-        raise SystemExit(f"the {name} tokenizer found has {enc.n_vocab} tokens / eot {enc.eot_token}, but the "
+        raise ValueError(f"the {name} tokenizer found has {enc.n_vocab} tokens / eot {enc.eot_token}, but the "
                          f"data was made with {n_vocab} / {eot_id}; point GPT2_DIR at the files used then")
     return enc
 

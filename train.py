@@ -2,13 +2,18 @@
 Train a GPT on the tokens prepare.py wrote, on one CPU, one GPU, or many GPUs.
 
     python train.py                                    # the defaults below
-    python train.py config/train_tinystories_cpu.py    # a ~10 minute CPU run (make demo)
+    python train.py config/train_tinystories_cpu.py    # the CPU demo (make demo)
     python train.py config/seed001.py --max_iters=2000 # a config file, then --key=value overrides
     python train.py --out_dir=out --init_from=resume   # continue out/last.pt exactly where it stopped
 
-A resumed run restores weights, optimizer, grad scaler, iteration, RNG states and the data
-sampler, so its losses equal those of a run that was never interrupted. Ctrl-C or SIGTERM
+A resumed run restores weights, optimizer, grad scaler, iteration, training time, RNG states and the
+data sampler, so its losses equal those of a run that was never interrupted. Ctrl-C or SIGTERM
 finishes the current step, writes out_dir/last.pt and exits cleanly (a second Ctrl-C stops at once).
+
+out_dir belongs to one run. The process writing it holds a lock on it, so a second run there is refused
+with the first one's name; a fresh run (init_from='scratch') refuses a directory that holds another run's
+checkpoints or metrics unless --overwrite=True; and every file is replaced atomically, so a crash or a full
+disk leaves the previous checkpoint whole.
 
 Data parallel (DDP) with torchrun: nccl on GPUs, gloo on CPUs. On one machine with 8 GPUs:
     torchrun --standalone --nproc_per_node=8 train.py config/train_tinystories.py
@@ -29,17 +34,21 @@ import math
 import os
 import random
 import signal
+import sys
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import rundir
 import tokenizer
-from model import GPT, GPTConfig, check_device, peak_flops
-from optim import Muon, configure_optimizers
+from configurator import configure, describe
+from device import autocast, check_device, peak_flops
+from model import GPT, GPTConfig
+from optim import OPTIMIZERS, Muon, configure_optimizers
 
 # -----------------------------------------------------------------------------
 # settings (defaults: a small Llama-style model on the prepared TinyStories data)
@@ -47,10 +56,12 @@ from optim import Muon, configure_optimizers
 out_dir = 'out'
 data_dir = 'data/tinystories'
 init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/last.pt)
+overwrite = False  # True: a fresh run may replace the run already in out_dir (its checkpoints and metrics)
 eval_interval = 500
 log_interval = 10
 eval_iters = 50  # batches per split per evaluation; the same fixed windows every time
-eval_only = False  # evaluate once and exit
+eval_only = False  # evaluate once and exit, writing nothing
+dry_run = False  # check the settings, data and model as a run would, print them as JSON and exit, writing nothing
 always_save_checkpoint = True  # write last.pt at every evaluation, not only at the end
 # wandb (imported only when enabled; WANDB_MODE=offline works)
 wandb_log = False
@@ -58,38 +69,22 @@ wandb_project = 'tinystories-gpt'
 wandb_run_name = 'run'
 # data
 batch_size = 32  # sequences per micro-step, per process
-block_size = 256
 gradient_accumulation_steps = 4  # micro-steps per optimizer step, summed over all processes
-# model: GPTConfig fields (vocab_size comes from data_dir/meta.json)
-n_layer = 6
-n_head = 6
-n_kv_head = None  # None: n_head; fewer for grouped-query attention
-n_embd = 288
-mlp_hidden = None  # None: 4*n_embd, or 8/3*n_embd for the gated activations
-dropout = 0.0
-bias = False
-pos = 'rope'  # 'learned' | 'sinusoidal' | 'rope' | 'none'
-rope_theta = 10000.0
-norm = 'rmsnorm'  # 'layernorm' | 'rmsnorm' | 'none'
-norm_pos = 'pre'  # 'pre' | 'post'
-act = 'swiglu'  # 'gelu' | 'relu' | 'relu2' | 'silu' | 'swiglu' | 'geglu'
-tie_weights = True
-label_smoothing = 0.0  # training loss only: evaluation reports plain cross-entropy
-qk_norm = False  # RMSNorm of each head's queries and keys
-zero_init = False  # residual output projections start at zero
-logit_softcap = 0.0  # c > 0 keeps logits inside (-c, c) by c * tanh(logits / c); 0 = off
+# model: every GPTConfig field but vocab_size (data_dir/meta.json sets it) is a setting here, with the default and
+# the meaning model.py gives it: --block_size=512, --n_layer=12, --pos=learned, --act=relu2, --qk_norm=True, ...
+globals().update({k: v for k, v in GPTConfig().to_dict().items() if k != 'vocab_size'})
 # optimizers and the learning-rate schedule
 optimizer = 'adamw'  # 'adamw': AdamW for everything | 'muon': Muon for the blocks' weight matrices, AdamW for the rest
-learning_rate = 1e-3  # AdamW's peak rate, reached at the end of warmup
+learning_rate = 1e-3  # AdamW's peak rate, reached at the end of warmup; > 0
 max_iters = 5000  # optimizer steps
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.95
+weight_decay = 0.1  # >= 0
+beta1 = 0.9  # in [0, 1)
+beta2 = 0.95  # in [0, 1)
 grad_clip = 1.0  # max global gradient norm; 0 disables clipping
 lr_schedule = 'cosine'  # 'cosine' | 'vaswani' | 'constant' (see get_lr)
 warmup_iters = 200
-lr_decay_iters = 0  # cosine reaches min_lr here; 0 means max_iters
-min_lr = 1e-4
+lr_decay_iters = 0  # cosine reaches min_lr here (at least warmup_iters); 0 means max_iters
+min_lr = 1e-4  # where the cosine ends, in [0, learning_rate]
 muon_lr = 0.02  # Muon's peak rate; the schedule scales it as AdamW's (its floor: muon_lr * min_lr / learning_rate)
 muon_momentum = 0.95  # in [0, 1): Muon's Nesterov momentum
 muon_weight_decay = 0.0  # >= 0: Muon's decoupled weight decay, times its rate
@@ -103,77 +98,86 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'  # 'cpu', 'cuda', 'cuda:
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else (
     'float16' if torch.cuda.is_available() else 'float32')  # autocast dtype; float16 adds a GradScaler
 compile = torch.cuda.is_available()  # torch.compile the model
-seed = 1337
+seed = 1337  # in [0, 2**32 - 1], numpy's range
 # -----------------------------------------------------------------------------
-from configurator import configure  # noqa: E402
-
 config = configure(globals())
 
+# Values that torch or numpy would reject with a traceback, or accept and train wrongly, are refused up front.
+if optimizer not in OPTIMIZERS:
+    raise ValueError(f"optimizer={optimizer!r} is not known; use 'adamw' or 'muon'")
 if init_from not in ('scratch', 'resume'):
-    raise SystemExit(f"init_from={init_from!r} is not known; use 'scratch' or 'resume'")
+    raise ValueError(f"init_from={init_from!r} is not known; use 'scratch' or 'resume'")
 if lr_schedule not in ('cosine', 'vaswani', 'constant'):
-    raise SystemExit(f"lr_schedule={lr_schedule!r} is not known; use 'cosine', 'vaswani' or 'constant'")
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    raise SystemExit(f"dtype={dtype!r} is not known; use 'float32', 'bfloat16' or 'float16'")
+    raise ValueError(f"lr_schedule={lr_schedule!r} is not known; use 'cosine', 'vaswani' or 'constant'")
+for _name, _ok, _range in [
+        *[(k, config[k] >= 1, 'at least 1') for k in ('batch_size', 'block_size', 'gradient_accumulation_steps',
+                                                    'eval_interval', 'log_interval', 'eval_iters')],
+        *[(k, config[k] >= 0, 'at least 0') for k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'weight_decay')],
+        ('learning_rate', learning_rate > 0, 'above 0'), ('beta1', 0 <= beta1 < 1, 'in [0, 1)'),
+        ('beta2', 0 <= beta2 < 1, 'in [0, 1)'), ('grad_clip', grad_clip >= 0, 'at least 0 (0 turns clipping off)'),
+        ('min_lr', 0 <= min_lr <= learning_rate, f'in [0, learning_rate={learning_rate}]'),
+        ('seed', 0 <= seed <= 2**32 - 1, 'in [0, 2**32 - 1]'), ('muon_lr', muon_lr > 0, 'above 0'),
+        ('muon_momentum', 0 <= muon_momentum < 1, 'in [0, 1)'), ('muon_weight_decay', muon_weight_decay >= 0, 'at least 0'),
+        ('time_budget', time_budget >= 0, 'at least 0 (0 turns it off)'),
+        ('target_val_loss', target_val_loss >= 0, 'at least 0 (0 turns it off)')]:
+    if not _ok:  # (a NaN fails every comparison, so it is refused too)
+        raise ValueError(f"{_name}={config[_name]!r} must be {_range}")
 if lr_schedule == 'vaswani' and warmup_iters < 1:
-    raise SystemExit("lr_schedule='vaswani' needs warmup_iters >= 1 (its peak is at the end of warmup)")
-for _name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval', 'eval_iters'):
-    if globals()[_name] < 1:
-        raise SystemExit(f"{_name}={globals()[_name]} must be at least 1")
-if max_iters < 0 or warmup_iters < 0 or lr_decay_iters < 0:
-    raise SystemExit("max_iters, warmup_iters and lr_decay_iters must not be negative")
-if time_budget < 0 or target_val_loss < 0:
-    raise SystemExit(f"time_budget={time_budget} and target_val_loss={target_val_loss} must not be negative; "
-                     f"0 turns them off")
+    raise ValueError("lr_schedule='vaswani' needs warmup_iters >= 1 (its peak is at the end of warmup)")
+if lr_schedule == 'cosine' and 0 < lr_decay_iters < warmup_iters:
+    raise ValueError(f"lr_decay_iters={lr_decay_iters} must be at least warmup_iters={warmup_iters} (the cosine "
+                     "decays after the warmup), or 0 to decay until max_iters")
 
 # -----------------------------------------------------------------------------
 # processes and devices
+device_type = check_device(device)  # 'cuda' for 'cuda:1'; a one-line exit for an unusable device
+ctx = autocast(device_type, dtype)  # the forward pass's mixed precision (and a one-line exit for a bad dtype)
 ddp = 'RANK' in os.environ  # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
-check_device(device)  # one-line exit for an unusable device
-if ddp:
+if ddp:  # the process group is joined further down, once every process has checked its inputs
     rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-    if device.startswith('cuda'):
+    if device_type == 'cuda':
         device = f'cuda:{local_rank}'
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend or ('nccl' if device.startswith('cuda') else 'gloo'))
 else:
     rank, local_rank, world_size = 0, 0, 1
 master = rank == 0  # the one process that prints, logs and writes checkpoints
 log = print if master else (lambda *args, **kwargs: None)
 if gradient_accumulation_steps % world_size:
-    raise SystemExit(f"gradient_accumulation_steps={gradient_accumulation_steps} is the global count and must be "
+    raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps} is the global count and must be "
                      f"divisible by the {world_size} processes; make it a multiple of {world_size}")
 accum_steps = gradient_accumulation_steps // world_size  # this process's micro-steps per optimizer step
-device_type = device.split(':')[0]  # for autocast and the optimizer
 
 # Per-rank seeds give each process its own dropout masks; DDP copies rank 0's initial weights to all.
 torch.manual_seed(seed + rank)
-np.random.seed(seed + rank)
+np.random.seed((seed + rank) % 2**32)
 random.seed(seed + rank)
 if device_type == 'cuda':
     # TF32 matmuls: ~fp32 accuracy for training at several times the speed on Ampere and later.
     torch.set_float32_matmul_precision('high')
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.autocast(device_type=device_type, dtype=ptdtype)
 
 # -----------------------------------------------------------------------------
-# resume: the checkpoint fixes the architecture, block_size included, so read it before the data
+# resume: the checkpoint fixes the architecture, block_size included, so read it before the data.
+# Everything up to the out_dir section below only reads: a failure leaves out_dir as it was.
 ckpt = None
 ARCH_KEYS = [k for k in GPTConfig().to_dict() if k not in ('vocab_size', 'dropout', 'label_smoothing')]
+START_OVER = "or start a new run in another --out_dir (or replace this one with --overwrite=True)"
 if init_from == 'resume':
     ckpt_path = os.path.join(out_dir, 'last.pt')
     if not os.path.exists(ckpt_path):
-        raise SystemExit(f"init_from='resume' but {ckpt_path} does not exist; point --out_dir at an earlier run "
-                         f"or start one with --init_from=scratch")
+        raise FileNotFoundError(f"init_from='resume' but {ckpt_path} does not exist; point --out_dir at an earlier "
+                                f"run or start one with --init_from=scratch")
     try:  # weights_only: a checkpoint is data and can never run code
         ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
         needed = ('model', 'model_args', 'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'tokenizer', 'rng',
                   'sampler', 'train_time')
         if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
             raise ValueError('training state missing')
+        ckpt['model_args'] = GPTConfig.from_dict(ckpt['model_args']).to_dict()  # checked, completed if older
+        if not isinstance(ckpt['optimizer'], list):  # written before Muon, by AdamW alone
+            ckpt['optimizer'], ckpt['config']['optimizer'] = [ckpt['optimizer']], 'adamw'
     except Exception as e:
-        raise SystemExit(f"cannot resume from {ckpt_path} ({type(e).__name__}: {' '.join(str(e).split())[:100]}); "
-                         f"it is damaged or not a train.py checkpoint: start over with --init_from=scratch")
+        raise ValueError(f"cannot resume from {ckpt_path} ({type(e).__name__}: {' '.join(str(e).split())[:100]}); "
+                         f"it is damaged or not a train.py checkpoint: restore it from a copy, {START_OVER}") from e
     changed = [f'{k}={ckpt["model_args"][k]!r}' for k in ARCH_KEYS if ckpt['model_args'][k] != globals()[k]]
     for k in ARCH_KEYS:  # dropout and label_smoothing stay settable: they shape training, not the weights
         globals()[k] = config[k] = ckpt['model_args'][k]
@@ -183,31 +187,28 @@ if init_from == 'resume':
 # -----------------------------------------------------------------------------
 # data: flat token files memory-mapped (the OS pages in only the windows we read)
 meta_path = os.path.join(data_dir, 'meta.json')
-if not os.path.exists(meta_path):
-    raise SystemExit(f"no prepared data in {data_dir} ({meta_path} is missing); run "
-                     f"python prepare.py --out_dir={data_dir} first, or pass --data_dir")
-try:
-    with open(meta_path) as f:
-        meta = json.load(f)
-    vocab_size, token_dtype = int(meta['vocab_size']), np.dtype(meta['dtype'])
-    split_meta = {s: meta['splits'][s] for s in ('train', 'val')}
-except (ValueError, KeyError, TypeError) as e:
-    raise SystemExit(f"{meta_path} is damaged ({type(e).__name__}: {e}); rerun prepare.py --out_dir={data_dir}")
+meta = tokenizer.read_meta(data_dir)  # checked there: vocab_size, dtype and the splits' token counts
+vocab_size, token_dtype, split_meta = meta['vocab_size'], np.dtype(meta['dtype']), meta['splits']
 
 
 def open_split(split):
     path = os.path.join(data_dir, f'{split}.bin')
     if not os.path.exists(path):
-        raise SystemExit(f"{path} is missing; rerun python prepare.py --out_dir={data_dir}")
+        raise FileNotFoundError(f"{path} is missing; rerun python prepare.py --out_dir={data_dir}")
     n, rest = divmod(os.path.getsize(path), token_dtype.itemsize)
     if rest or n != split_meta[split]['tokens']:
-        raise SystemExit(f"{path} holds {os.path.getsize(path)} bytes, not the {split_meta[split]['tokens']} "
+        raise ValueError(f"{path} holds {os.path.getsize(path)} bytes, not the {split_meta[split]['tokens']} "
                          f"{token_dtype} tokens meta.json describes; rerun prepare.py --out_dir={data_dir}")
     if n <= block_size:  # a window needs block_size inputs plus one target
-        raise SystemExit(f"{path} has {n} tokens, too few for block_size={block_size}; "
+        raise ValueError(f"{path} has {n} tokens, too few for block_size={block_size}; "
                          f"use --block_size={max(n - 1, 1)} or less, or prepare more data")
     # One memmap for the whole run: its pages are clean file cache the OS reclaims at will.
-    return np.memmap(path, dtype=token_dtype, mode='r')
+    data = np.memmap(path, dtype=token_dtype, mode='r')
+    top = int(data.max())  # one pass at startup: an id past the vocabulary would fail deep inside the embedding
+    if top >= vocab_size:
+        raise ValueError(f"{path} holds token id {top} but {meta_path} says vocab_size={vocab_size}; they are not "
+                         f"from the same prepare.py run: rerun python prepare.py --out_dir={data_dir}")
+    return data
 
 
 train_data, val_data = open_split('train'), open_split('val')
@@ -240,17 +241,28 @@ eval_offsets = {split: torch.randint(len(data) - block_size, (eval_iters, batch_
 model_args = dict(vocab_size=vocab_size, dropout=dropout, label_smoothing=label_smoothing,
                   **{k: globals()[k] for k in ARCH_KEYS})
 if ckpt is not None and ckpt['model_args']['vocab_size'] != vocab_size:
-    raise SystemExit(f"vocabulary mismatch: {data_dir} was prepared with vocab_size={vocab_size} but the model in "
+    raise ValueError(f"vocabulary mismatch: {data_dir} was prepared with vocab_size={vocab_size} but the model in "
                      f"{out_dir}/last.pt has {ckpt['model_args']['vocab_size']}; resume on the data it was trained on "
-                     f"or start over with --init_from=scratch")
+                     f"{START_OVER}")
 tok_state = tokenizer.state_from_dir(data_dir)
 if ckpt is not None and ckpt['tokenizer'] != tok_state:
-    raise SystemExit(f"tokenizer mismatch: {data_dir} was tokenized differently from the data the model in "
-                     f"{out_dir}/last.pt was trained on; resume on that data or start over with --init_from=scratch")
+    raise ValueError(f"tokenizer mismatch: {data_dir} was tokenized differently from the data the model in "
+                     f"{out_dir}/last.pt was trained on; resume on that data {START_OVER}")
 gptconf = GPTConfig.from_dict(model_args)
+if dry_run:  # everything is checked that can fail before training starts (sweep.py checks each run this way)
+    with torch.device('meta'):  # shapes only: no memory, no time
+        model = GPT(gptconf)
+    print(json.dumps({'config': config, 'params': model.num_params(), 'tokens_per_iter': tokens_per_iter,
+                      'flops_per_token': model.flops_per_token()}))
+    raise SystemExit(0)
 model = GPT(gptconf)
 if ckpt is not None:
-    model.load_state_dict(ckpt['model'])
+    try:
+        model.load_state_dict(ckpt['model'])
+    except (RuntimeError, TypeError) as e:  # torch's message lists every tensor: its first line says enough
+        raise ValueError(f"cannot resume from {out_dir}/last.pt: its weights do not fit its model_args "
+                         f"({str(e).splitlines()[0][:120]}); it is damaged or was edited: restore it from a copy, "
+                         f"{START_OVER}") from None
 model.to(device)
 raw_model = model  # the plain module: its state_dict has no '_orig_mod.' or 'module.' prefixes
 optimizers = configure_optimizers(raw_model, optimizer, learning_rate, (beta1, beta2), weight_decay, muon_lr,
@@ -259,8 +271,8 @@ scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))  # fp16
 iter_num, best_val_loss, train_time = 0, float('inf'), 0.0  # train_time: seconds of training steps so far
 if ckpt is not None:
     if ckpt['config']['optimizer'] != optimizer:
-        raise SystemExit(f"{out_dir}/last.pt was trained with optimizer={ckpt['config']['optimizer']!r}; "
-                         f"resume with it, or start over with --init_from=scratch")
+        raise ValueError(f"{out_dir}/last.pt was trained with optimizer={ckpt['config']['optimizer']!r}; resume with "
+                         f"--optimizer={ckpt['config']['optimizer']} {START_OVER}")
     for opt, state in zip(optimizers, ckpt['optimizer'], strict=True):
         opt.load_state_dict(state)
     if ckpt['scaler'] is not None and scaler.is_enabled():
@@ -268,12 +280,6 @@ if ckpt is not None:
     iter_num, best_val_loss, train_time = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['train_time']
     sampler.set_state(ckpt['sampler']['train'])
 start_iter = iter_num
-if compile:
-    log('compiling the model (takes a minute)...')
-    model = torch.compile(model)
-eval_model = model  # evaluation runs outside DDP: nothing to synchronise
-if ddp:
-    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
 # -----------------------------------------------------------------------------
 # learning-rate schedule
@@ -357,6 +363,20 @@ def restore_rng(states):
         torch.cuda.set_rng_state(states['cuda'][rank])
 
 
+def share(error):
+    """End every process if rank 0 failed alone (error: rank 0's exception, or None): rank 0 raises it (the
+    exception hook prints it), the others exit quietly, and none is left waiting at a collective for it."""
+    if ddp:
+        failed = torch.tensor(float(error is not None), device=device)
+        dist.broadcast(failed, 0)
+        if failed.item():
+            dist.destroy_process_group()
+            if error is None:
+                raise SystemExit(1)
+    if error is not None:
+        raise error
+
+
 saved_iter = iter_num if ckpt is not None else None  # the iteration last.pt holds
 
 
@@ -364,45 +384,88 @@ def save_checkpoint(names):
     """Write the full training state to out_dir/<name> for each name, atomically (all processes call)."""
     global saved_iter
     rng = rng_states()
+    error = None
+    if master:
+        state = {'model': raw_model.state_dict(), 'model_args': gptconf.to_dict(),
+                 'optimizer': [opt.state_dict() for opt in optimizers],
+                 'scaler': scaler.state_dict() if scaler.is_enabled() else None, 'iter_num': iter_num,
+                 'best_val_loss': best_val_loss, 'train_time': train_time, 'config': config, 'tokenizer': tok_state,
+                 'meta': meta, 'rng': rng, 'sampler': {'train': sampler.get_state(), 'seed': seed}, 'version': 1}
+        for name in names:
+            path = os.path.join(out_dir, name)
+            try:
+                with rundir.atomic_open(path, 'wb') as f:  # a failure leaves the previous file as it was
+                    torch.save(state, f)
+            except (OSError, RuntimeError) as e:
+                cause = e.__context__ if isinstance(e, RuntimeError) else e  # torch.save wraps a failed write
+                if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+                    raise cause from None  # a second Ctrl-C during the write
+                if not isinstance(cause, OSError):
+                    raise
+                cause.filename = cause.filename or path
+                held = f" (iteration {saved_iter})" if name == 'last.pt' and saved_iter is not None else ''
+                intact = f"the previous {name}{held} is intact" if os.path.exists(path) else f"no {name} was written"
+                can_resume = os.path.exists(os.path.join(out_dir, 'last.pt'))
+                resume = ', continue with --init_from=resume' if can_resume else ''
+                error = OSError(f"{describe(cause)}; {intact}{resume}")  # "the disk is full (out/last.pt): free ..."
+                break
+    share(error)  # rank 0 could not save: every process stops
     if 'last.pt' in names:
         saved_iter = iter_num  # on every process: they must agree on whether a final save is due
-    if not master:
-        return
-    state = {'model': raw_model.state_dict(), 'model_args': gptconf.to_dict(),
-             'optimizer': [opt.state_dict() for opt in optimizers],
-             'scaler': scaler.state_dict() if scaler.is_enabled() else None, 'iter_num': iter_num,
-             'best_val_loss': best_val_loss, 'config': config, 'tokenizer': tok_state, 'meta': meta, 'rng': rng,
-             'sampler': {'train': sampler.get_state(), 'seed': seed}, 'train_time': train_time, 'version': 1}
-    for name in names:
-        path = os.path.join(out_dir, name)
-        with open(path + '.tmp', 'wb') as f:  # a crash mid-write leaves the previous file intact
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + '.tmp', path)
-
-
-metrics_path = os.path.join(out_dir, 'metrics.jsonl')
-if master and not eval_only:  # eval_only prints and leaves out_dir alone
-    os.makedirs(out_dir, exist_ok=True)
-    kept = []
-    if ckpt is not None and os.path.exists(metrics_path):  # drop records a crash left after the checkpoint
-        with open(metrics_path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)['iter'] <= iter_num]
-    with open(metrics_path + '.tmp', 'w') as f:
-        f.writelines(kept)
-    os.replace(metrics_path + '.tmp', metrics_path)
-    metrics_file = open(metrics_path, 'a', buffering=1)  # line-buffered: plots can follow a live run
-    if wandb_log:
-        import wandb
-        wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=out_dir)
 
 
 def record(rec):
-    metrics_file.write(json.dumps(rec) + '\n')
+    try:
+        metrics_file.write(json.dumps(rec) + '\n')
+    except OSError as e:  # a full disk: name the file
+        e.filename = e.filename or metrics_path
+        raise
     if wandb_log:
         wandb.log({f"{rec['kind']}/{k}": v for k, v in rec.items() if k not in ('kind', 'iter')}, step=rec['iter'])
 
+
+# -----------------------------------------------------------------------------
+# out_dir: rank 0 takes it for this run, then every process learns whether it could (see share)
+if ddp:
+    dist.init_process_group(backend=backend or ('nccl' if device_type == 'cuda' else 'gloo'))
+metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+error = None
+if master and not eval_only:  # eval_only prints and leaves out_dir alone
+    try:
+        run_lock = rundir.lock(out_dir)  # ours until this process exits: a second run here is refused, naming us
+        found = rundir.run_files(out_dir)
+        if init_from == 'scratch' and found and not overwrite:
+            raise ValueError(f"{out_dir} already holds a run ({', '.join(found)}): continue it with "
+                             f"--init_from=resume, or start over with --overwrite=True (replaces it) or another "
+                             f"--out_dir")
+        kept = []  # resuming: the records up to the checkpoint; later ones (a crash's, a finished run's end) go
+        if init_from == 'resume' and os.path.exists(metrics_path):
+            kept = [r for r in rundir.read_metrics(metrics_path)
+                    if r['iter'] <= iter_num and r['kind'] not in ('done', 'diverged')]
+        if wandb_log:  # started before any file is written, so that a missing login costs nothing
+            try:
+                import wandb
+                wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=out_dir)
+            except Exception as e:  # not installed, not logged in, no network
+                raise ValueError(f"wandb_log=True but wandb could not start ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:120]}); install it and run `wandb login`, set "
+                                 "WANDB_MODE=offline, or pass --wandb_log=False") from e
+        with rundir.atomic_open(metrics_path, 'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in kept)
+        if init_from == 'scratch':  # with --overwrite, the old run's checkpoints go with its metrics
+            for name in rundir.CHECKPOINTS:
+                with suppress(FileNotFoundError):
+                    os.remove(os.path.join(out_dir, name))
+        metrics_file = open(metrics_path, 'a', buffering=1)  # line-buffered: plots can follow a live run
+    except Exception as e:
+        error = e
+share(error)
+if compile:
+    log('compiling the model (takes a minute)...')
+    model = torch.compile(model)
+eval_model = model  # evaluation runs outside DDP: nothing to synchronise
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 
 flops_per_token = raw_model.flops_per_token()  # for MFU: model FLOPs achieved / the device's peak
 peak, peak_label = 1.0, ''
@@ -423,7 +486,12 @@ stop_signal = None
 def on_signal(signum, frame):
     global stop_signal
     if stop_signal is not None:  # asked twice: stop now, without a checkpoint
-        raise KeyboardInterrupt
+        if master:  # what last.pt holds, read from it: this may interrupt a save just as it replaced last.pt
+            last = os.path.join(out_dir, 'last.pt')
+            held = (f"holds iteration {torch.load(last, map_location='cpu', mmap=True, weights_only=True)['iter_num']}"
+                    if os.path.exists(last) else "was not written")
+            print(f"stopped at once without saving; {last} {held}", file=sys.stderr)
+        raise SystemExit(130)  # as an interrupted program exits
     stop_signal = signum
     log(f"\n{signal.Signals(signum).name}: finishing this step, then saving {out_dir}/last.pt")
 
@@ -437,6 +505,7 @@ signal.signal(signal.SIGTERM, on_signal)
 t_log, iters_since_log, sec_per_iter = time.time(), 0, None
 elapsed = train_time  # rank 0's training seconds, as every process knows them: they set the rate and the end
 out_of_time, at_target = time_budget > 0 and elapsed >= time_budget, False  # a resumed run may have none left
+end_reason = None  # why the run ended, once it has (a Ctrl-C is not an end: the run can resume)
 while True:
     due = iter_num % eval_interval == 0 or iter_num == max_iters or out_of_time
     if eval_only or (due and not (iter_num == start_iter and start_iter > 0)):  # a resume point is already scored
@@ -469,6 +538,7 @@ while True:
                 log(f"saved {' and '.join(names)} to {out_dir}")
         t_log, iters_since_log = time.time(), 0  # keep evaluation out of the step timings
     if iter_num >= max_iters or out_of_time or at_target:
+        end_reason = 'target' if at_target else 'time_budget' if out_of_time else 'max_iters'
         break
 
     # one optimizer step over the global batch
@@ -500,7 +570,12 @@ while True:
     loss_value, stop, elapsed = status.tolist()
     loss_value, stop = loss_value / world_size, stop > 0
     if not math.isfinite(loss_value):
-        raise SystemExit(f"step {iter_num + 1}: the loss is {loss_value}; stopped before the update, "
+        if master:
+            record({'kind': 'diverged', 'iter': iter_num + 1, 'tokens': (iter_num + 1) * tokens_per_iter,
+                    'time': train_time + time.time() - t_step, 'loss': loss_value})
+        if ddp:
+            dist.destroy_process_group()
+        raise ValueError(f"step {iter_num + 1}: the loss is {loss_value}; stopped before the update, "
                          + (f"{out_dir}/last.pt still holds iteration {saved_iter}" if saved_iter is not None
                             else "no checkpoint was written") +
                          " - lower --learning_rate, raise --warmup_iters or set --grad_clip")
@@ -534,8 +609,8 @@ while True:
             eta = f", eta {time.strftime('%H:%M:%S', time.gmtime(left))}" if sec_per_iter else ''
             print(f"iter {iter_num}/{max_iters}: loss {loss_value:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
                   f"{tok_s:,.0f} tok/s, mfu {mfu * 100:.2f}%{eta}", flush=True)
-            record({'kind': 'train', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'loss': loss_value,
-                    'lr': lr, 'ms': dt * 1000, 'tok_s': tok_s, 'mfu': mfu})
+            record({'kind': 'train', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'time': train_time,
+                    'loss': loss_value, 'lr': lr, 'ms': dt * 1000, 'tok_s': tok_s, 'mfu': mfu})
     if stop:
         save_checkpoint(['last.pt'])
         log(f"stopped at iteration {iter_num}; saved {out_dir}/last.pt (continue with --init_from=resume)")
@@ -545,6 +620,9 @@ if not eval_only and saved_iter != iter_num:
     save_checkpoint(['last.pt'])
     log(f"saved last.pt to {out_dir}")
 if master and not eval_only:
+    if end_reason:  # after the last checkpoint: 'done' means everything is saved
+        record({'kind': 'done', 'iter': iter_num, 'tokens': iter_num * tokens_per_iter, 'time': train_time,
+                'reason': end_reason})
     metrics_file.close()
     if wandb_log:
         wandb.finish()

@@ -1,23 +1,20 @@
-# The CPU demo (make demo): ~10 minutes on a 2-core CPU to a model whose stories read as simple English.
+# The CPU demo (make demo): a small model trained on a laptop-class CPU until its stories read as simple English.
+# README's measured table has its time, speed and losses.
 # Data: the three local TinyStories train files (7,038 stories, 1.48M tokens), validated on validation-head.txt:
 #   TS=../shared/data/tinystories
 #   python prepare.py --source=$TS/train-v1-head.txt,$TS/train-v2-head.txt,$TS/train-subset-maxme1.txt \
 #       --val_source=$TS/validation-head.txt --tokenizer=bpe --vocab_size=4096 --out_dir=data/tinystories-demo
 #   python train.py config/train_tinystories_cpu.py
-# Sizing: this 1.28M-parameter model costs 8.5 MFLOP per trained token (6N + attention). Measured on a shared
-# 2-core machine: 0.71-0.85 s per 4,096-token step on ONE thread (4.8-5.7k tokens/s), i.e. ~12 minutes for
-# 900 steps (3.7M tokens); two threads on an idle 2-core CPU should cut that to ~8 (estimated: the shared
-# machine could not show it). 3.7M tokens are ~2.5 passes over the 1.48M training tokens: enough to learn
-# sentences, too few to memorise. That run reached val loss 3.33 (train 2.70; partly because the validation
-# file's stories are split at paragraphs, each then starting after an <|endoftext|>) and samples like
-# "Once upon a time, there was a little girl named Mia. She loved to play outside with her toys and have fun
-# in her yard." At this budget a wider or deeper model would get fewer steps; a 128-token context covers the
-# few sentences a sample needs at a quarter of the attention cost of 512.
+# Sizing: this 1.28M-parameter model costs 8.5 MFLOP per trained token (6N + attention); 900 steps of 4,096 tokens
+# are 3.7M tokens, ~2.5 passes over the 1.48M training tokens: enough to learn sentences, too few to memorise.
+# Its val loss sits above its train loss partly because the validation file's stories are split at paragraphs,
+# each then starting after an <|endoftext|>. At this budget a wider or deeper model would get fewer steps; a
+# 128-token context covers the few sentences a sample needs at a quarter of the attention cost of 512.
 out_dir = 'out-tinystories-cpu'
 data_dir = 'data/tinystories-demo'
 device = 'cpu'
 dtype = 'float32'  # bf16 autocast is slower than fp32 on most CPUs without AMX
-compile = False    # compiling costs minutes on 2 cores, more than it saves in a 10-minute run
+compile = False    # compiling costs minutes on 2 cores, more than it saves in a run this short
 eval_interval = 200
 eval_iters = 10
 log_interval = 20

@@ -1,10 +1,15 @@
 """Shared fixtures: the local data, and a tiny dataset and checkpoint made by the real
 prepare.py and train.py, built once per test session and reused by later stages' tests."""
+import gc
 import os
+import random
+import runpy
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +61,38 @@ def tiny_ckpt(tiny_data, tmp_path_factory):
                '--eval_iters=2', '--log_interval=10', '--warmup_iters=5', '--learning_rate=3e-3',
                '--lr_decay_iters=40', '--wandb_log=False')
     return out
+
+
+def run_here(monkeypatch, capsys, script, *args):
+    """Run a top-level script in this process as `python script args` runs -> (exit status, what it printed on
+    stderr). No second Python and torch to start; a failure goes through the exception hook configure()
+    installs, as in a real process. The script's signal handlers, seeds and exception hook end with the call."""
+    monkeypatch.setattr(sys, 'argv', [script, *map(str, args)])
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    states = random.getstate(), np.random.get_state()
+    capsys.readouterr()
+    code = 0
+    try:
+        with torch.random.fork_rng(devices=[]):
+            runpy.run_path(str(ROOT / script), run_name='__main__')
+    except SystemExit as e:  # as the interpreter does: a str is printed and exits 1
+        code = 1 if isinstance(e.code, str) else (e.code or 0)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    except BaseException as e:  # KeyboardInterrupt included, as in a real process
+        sys.excepthook(type(e), e, e.__traceback__)
+        code = 130 if isinstance(e, KeyboardInterrupt) else 1
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        gc.collect()  # the script's globals go, and with them anything it holds open (train.py's lock on out_dir)
+    return code, capsys.readouterr().err
+
+
+def one_line(code, err):
+    """A refusal as promised: a non-zero exit status and one line on stderr, no traceback -> that line."""
+    assert code not in (0, None) and 'Traceback' not in err and len(err.strip().splitlines()) == 1, (code, err)
+    return err.strip()

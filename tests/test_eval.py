@@ -3,7 +3,7 @@ it promises, and equals a straightforward token-by-token recompute; an untrained
 uniform guess; the script writes the figures as JSON and refuses bad input with one line."""
 import json
 import math
-import runpy
+import os
 import shutil
 import sys
 
@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, run_script
+from conftest import ROOT, one_line, run_here, run_script
 
 sys.path.insert(0, str(ROOT))
-from eval import evaluate, windows  # noqa: E402
+from eval import evaluate, token_logprobs, windows  # noqa: E402
 
 
 def load(ckpt_dir):
@@ -66,6 +66,19 @@ def test_evaluate_equals_token_by_token_recompute(tiny_ckpt, tiny_data, stride):
     assert got['ppl'] == pytest.approx(math.exp(got['loss']))
 
 
+
+@pytest.mark.parametrize('n', [30, 150])
+def test_token_logprobs_are_evaluates_predictions_one_by_one(tiny_ckpt, tiny_data, n):
+    """token_logprobs gives one log-probability per predicted token, from the same windows as evaluate at stride
+    block_size // 2, so minus their sum is evaluate's summed loss, within a block (30 tokens) and past it (150)."""
+    model, ckpt = load(tiny_ckpt)
+    T = ckpt['model_args']['block_size']
+    tokens = split(tiny_data)[0][:n]
+    lp = token_logprobs(model, tokens.astype(np.int64).tolist())
+    assert lp.shape == (n - 1,) and bool((lp <= 0).all())
+    want = evaluate(model, tokens, T, T // 2, batch_size=4, device='cpu')
+    assert -lp.sum().item() == pytest.approx(want['loss'] * want['tokens'], rel=1e-5)
+
 def test_split_shorter_than_a_block_is_one_full_forward(tiny_ckpt, tiny_data):
     model, ckpt = load(tiny_ckpt)
     tokens = split(tiny_data)[0][:30]  # shorter than block_size (64)
@@ -97,7 +110,7 @@ def test_script_writes_json_matching_evaluate_and_beats_the_untrained_baseline(t
                    '--baseline=True', '--device=cpu', '--dtype=float32')
     assert 'ppl' in p.stdout and 'bits/byte' in p.stdout
     report = json.loads((tmp_path / 'eval.json').read_text())
-    assert not (tmp_path / 'eval.json.tmp').exists()
+    assert os.listdir(tmp_path) == ['eval.json']  # written atomically: no temporary file left behind
     tokens, meta = split(tiny_data)  # data_dir '' means the checkpoint's own data
     model, ckpt = load(tiny_ckpt)
     want = evaluate(model, tokens, 64, 32, 16, 'cpu', n_bytes=meta['splits']['val']['bytes'])
@@ -108,25 +121,41 @@ def test_script_writes_json_matching_evaluate_and_beats_the_untrained_baseline(t
     assert 0.9 < report['baseline']['ppl'] / report['vocab_size'] < 1.15
 
 
-def error(monkeypatch, *args):
-    """The one-line message eval.py exits with for these args."""
-    monkeypatch.setattr(sys, 'argv', ['eval.py', '--device=cpu', '--dtype=float32', *args])
-    with pytest.raises(SystemExit) as e:
-        runpy.run_path(str(ROOT / 'eval.py'), run_name='__main__')
-    assert isinstance(e.value.code, str) and '\n' not in e.value.code, e.value.code
-    return e.value.code
+def test_evaluate_raises_exceptions_a_caller_can_catch(tiny_ckpt, tiny_data):
+    """evaluate() is a library function: bad arguments are ValueErrors, never an exit of the caller's program."""
+    model, _ = load(tiny_ckpt)
+    tokens = split(tiny_data)[0][:100]
+    for args, words in [((tokens[:1], 64, 32, 8), 'at least 2'), ((tokens, 64, 0, 8), 'stride'),
+                        ((tokens, 64, 65, 8), 'stride'), ((tokens, 64, 32, 0), 'batch_size')]:
+        with pytest.raises(ValueError, match=words):
+            evaluate(model, *args, device='cpu')
+    with pytest.raises(ValueError, match='dtype'):
+        evaluate(model, tokens, 64, 32, 8, 'cpu', dtype='float64')
 
 
-def test_bad_input_exits_with_one_line_naming_the_problem(monkeypatch, tiny_ckpt, tiny_data, tmp_path):
+def error(monkeypatch, capsys, *args):
+    """The one line eval.py prints on stderr, and nothing else, when it refuses these args."""
+    return one_line(*run_here(monkeypatch, capsys, 'eval.py', '--device=cpu', '--dtype=float32', *args))
+
+
+def test_bad_input_exits_with_one_line_naming_the_problem(monkeypatch, capsys, tiny_ckpt, tiny_data, tmp_path):
     ck = f'--out_dir={tiny_ckpt}'
-    assert 'no checkpoint' in error(monkeypatch, f'--out_dir={tmp_path}')
-    assert 'stride' in error(monkeypatch, ck, '--stride=65')
-    assert 'stride' in error(monkeypatch, ck, '--stride=-1')
-    assert "no split 'test'" in error(monkeypatch, ck, '--split=test')
-    assert 'meta.json' in error(monkeypatch, ck, f'--data_dir={tmp_path}')
+    assert 'no checkpoint' in error(monkeypatch, capsys, f'--out_dir={tmp_path}')
+    assert 'stride' in error(monkeypatch, capsys, ck, '--stride=65')
+    assert 'stride' in error(monkeypatch, capsys, ck, '--stride=-1')
+    assert 'batch_size' in error(monkeypatch, capsys, ck, '--batch_size=0')
+    assert 'dtype' in error(monkeypatch, capsys, ck, '--dtype=float64')
+    assert "no split 'test'" in error(monkeypatch, capsys, ck, '--split=test')
+    assert 'meta.json' in error(monkeypatch, capsys, ck, f'--data_dir={tmp_path}')
     cut = tmp_path / 'cut'  # a split file that doesn't match its meta.json
     shutil.copytree(tiny_data, cut)
     (cut / 'val.bin').write_bytes((tiny_data / 'val.bin').read_bytes()[:1000])
-    assert 'prepare.py' in error(monkeypatch, ck, f'--data_dir={cut}')
+    assert 'prepare.py' in error(monkeypatch, capsys, ck, f'--data_dir={cut}')
+    wild = tmp_path / 'wild'  # a damaged split: ids past the model's vocabulary (an IndexError in the model before)
+    shutil.copytree(tiny_data, wild)
+    n = len(split(tiny_data)[0])
+    np.full(n, 600, dtype=np.uint16).tofile(wild / 'val.bin')
+    assert 'token id 600, past the model\'s vocab_size=512' in error(monkeypatch, capsys, ck, f'--data_dir={wild}')
     (tmp_path / 'bad.pt').write_bytes(b'\x00' * 64)
-    assert 'bad.pt' in error(monkeypatch, f'--out_dir={tmp_path}', '--ckpt=bad.pt')
+    assert 'bad.pt' in error(monkeypatch, capsys, f'--out_dir={tmp_path}', '--ckpt=bad.pt')
+    assert not (tmp_path / 'eval.json').exists()

@@ -1,5 +1,6 @@
-"""report.py on a tiny model trained by the real train.py: every file is written and readable, the numbers
-in it are the right ones, and bad inputs get a one-line answer."""
+"""report.py on a tiny model trained by the real train.py: every file is written and readable, the numbers in it
+are the right ones, the model's equations are exactly its components, the decoding metrics are exact, and bad
+inputs get a one-line answer."""
 import csv
 import json
 import re
@@ -12,11 +13,16 @@ matplotlib.use('Agg')
 import matplotlib.image as mpimg
 import pytest
 import torch
+from matplotlib import mathtext
 
+from configurator import describe
 from conftest import ROOT, run_script
-from model import GPT
+from model import GPT, GPTConfig
+from report import STRATEGIES, distinct_n, model_math, repeated_share
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+SECTIONS = ('1. Model', '2. Setup', '3. Results', '4. Decoding study', '5. Discussion')
+SMALL = ('--samples=4', '--max_new_tokens=16', "--prompts=('Once upon a time', 'Tom had a ball.')")
 
 
 def copy_run(tiny_ckpt, dest):
@@ -46,21 +52,22 @@ def report(tiny_ckpt, tmp_path_factory):
     out = copy_run(tiny_ckpt, tmp_path_factory.mktemp('report_run') / 'run')
     ck = torch.load(out / 'best.pt', map_location='cpu', weights_only=True)
     fake_eval_json(out, ck['iter_num'] + 1, 1.2345, 6.7891)
-    p = run_script('report.py', f'--out_dir={out}', '--device=cpu', '--max_new_tokens=24', timeout=240)
+    p = run_script('report.py', f'--out_dir={out}', '--device=cpu', *SMALL, timeout=240)
     return out, out / 'report', ck, p.stdout
 
 
-def pdf_page_count(data):
-    """Pages in a PDF as matplotlib writes it: one uncompressed /Pages tree whose /Count is the total."""
-    counts = re.findall(rb'/Type\s*/Pages\b.*?/Count\s+(\d+)', data, re.S)
-    assert len(counts) == 1, counts
-    return int(counts[0])
+def pdf_pages(data):
+    """(the /Count of the PDF's page tree, the number of page objects)."""
+    tree = [o for o in re.findall(rb'\bobj\b(.*?)\bendobj\b', data, re.S) if re.search(rb'/Type\s*/Pages\b', o)]
+    assert len(tree) == 1
+    return int(re.search(rb'/Count\s+(\d+)', tree[0]).group(1)), len(re.findall(rb'/Type\s*/Page\b(?!s)', data))
 
 
 def test_writes_every_file(report):
-    """The curves, one attention grid per layer, the weight figures and numbers, report.md and report.pdf exist."""
+    """The curves, one attention grid per layer, the weight figures and numbers, the decoding study, report.md and
+    report.pdf exist; no temporary file is left behind."""
     out, rep, ck, _ = report
-    expected = ['training_curves.png', 'weights/histograms.png', 'weights/spectral_norms.png',
+    expected = ['training_curves.png', 'weights/histograms.png', 'weights/spectral_norms.png', 'decoding.json',
                 'weights/spectral_norms.json', 'weights/spectral_norms.csv', 'report.md', 'report.pdf']
     expected += [f'attention/layer{L}.png' for L in range(ck['model_args']['n_layer'])]
     for rel in expected:
@@ -81,8 +88,9 @@ def test_pngs_are_real_images(report):
         assert img[..., :3].std() > 0.01, f'{path} is a blank image'
 
 
-def test_pdf_holds_text_pages_and_every_figure(report):
-    """report.pdf is a complete PDF whose page count is the text pages plus one page per figure."""
+def test_pdf_is_text_pages_then_one_page_per_figure(report):
+    """report.pdf is a complete PDF: its text part (at most 5 pages) has the report's sections in its outline, and
+    every figure follows on a page of its own."""
     _, rep, ck, stdout = report
     data = (rep / 'report.pdf').read_bytes()
     assert data.startswith(b'%PDF-') and data.rstrip().endswith(b'%%EOF')
@@ -90,8 +98,11 @@ def test_pdf_holds_text_pages_and_every_figure(report):
     assert m, stdout
     text_pages, n_figures = map(int, m.groups())
     assert n_figures == 3 + ck['model_args']['n_layer']  # curves, one per layer, histograms, spectral norms
-    assert text_pages >= 1
-    assert pdf_page_count(data) == text_pages + n_figures
+    assert 1 <= text_pages <= 5
+    assert pdf_pages(data) == (text_pages + n_figures,) * 2
+    titles = re.findall(rb'/Title \((.*?)\)\n', data)
+    for title in SECTIONS + tuple(f'Figure {n}' for n in range(1, n_figures + 1)):
+        assert any(t.startswith(title.encode()) for t in titles), title
 
 
 def test_spectral_norms_equal_torch(report):
@@ -115,45 +126,120 @@ def test_spectral_norms_equal_torch(report):
     assert from_csv == pytest.approx({r['name']: r['spectral_norm'] for r in rows}, rel=1e-6)
 
 
-def test_report_md_has_the_final_numbers(report):
-    """report.md quotes the last eval of metrics.jsonl, the parameter count, a trained model that beats its
-    untrained baseline, the three decoding methods, and links only figures that exist."""
+def test_report_md_has_its_sections_and_the_measured_numbers(report):
+    """report.md has every section, display equations, the data and training setup read from meta.json and the
+    checkpoint, a whole-split evaluation that beats the untrained baseline (the stale eval.json ignored), a decoding
+    table whose numbers are decoding.json's, discussion statements carrying metrics.jsonl's numbers, and links only
+    to figures that exist."""
     out, rep, ck, _ = report
     md = (rep / 'report.md').read_text()
-    evals = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()
-             if line.strip() and json.loads(line)['kind'] == 'eval']
-    last = evals[-1]
-    for value in (f"{last['val_loss']:.4f}", f"{last['val_ppl']:.2f}", f"{last['val_bpb']:.4f}",
-                  f"{last['train_loss']:.4f}"):
-        assert value in md, value
+    for section in SECTIONS:
+        assert f'## {section}' in md, section
+    assert md.count('$$') >= 2 * 8 and f"x^{{(0)}}_t = E_{{w_t}}" in md  # the tiny model uses RoPE: no position term
     model, _ = GPT.from_checkpoint(out / 'best.pt')
     assert f'{model.num_params():,} parameters' in md
+    meta = ck['meta']
+    for split in ('train', 'val'):
+        assert f"| {split} | {meta['splits'][split]['stories']:,} | {meta['splits'][split]['tokens']:,} |" in md
+    tc = ck['config']
+    per_step = tc['batch_size'] * tc['gradient_accumulation_steps'] * tc['block_size']
+    assert f"| tokens seen | {ck['iter_num'] * per_step:,}" in md and 'AdamW' in md
     exact = dict(re.findall(r'\| (this checkpoint|untrained)[^|]* \| ([\d.]+) \|', md))
     assert float(exact['this checkpoint']) < float(exact['untrained'])
-    assert '1.2345' not in md and 'report.py scored' in md  # the stale eval.json was ignored
-    for heading in ('### greedy', '### top-k', '### nucleus'):
-        assert heading in md
+    assert '1.2345' not in md and 'report.py scored the whole val split' in md  # the stale eval.json was ignored
+    n_val = meta['splits']['val']['tokens'] - 1
+    assert f'{n_val:,} predictions' in md  # every val token was scored, not a prefix
+    table = json.loads((rep / 'decoding.json').read_text())['table']
+    assert list(table) == [name for name, _ in STRATEGIES]
+    for name, s in table.items():
+        assert re.search(rf"\| {re.escape(name)} \| 4 \| {s['mean_tokens']:.1f} \| {s['distinct_1']:.3f} \|", md), name
+    evals = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines() if '"eval"' in line]
+    last = [e for e in evals if e['iter'] <= ck['iter_num']][-1]
+    assert f"val loss {last['val_loss']:.3f} and train loss {last['train_loss']:.3f}" in md
+    discussion = md.split('## 5. Discussion')[1].split('## Figures')[0]
+    bullets = [line for line in discussion.splitlines() if line.startswith('- ')]
+    assert len(bullets) >= 5 and all(re.search(r'\d', b) for b in bullets)  # every statement shows its number
     links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', md)
     assert len(links) == 3 + ck['model_args']['n_layer']
     for rel in links:
         assert (rep / rel).is_file(), rel
 
 
-def test_reuses_eval_json_of_this_checkpoint(tiny_ckpt, tmp_path, monkeypatch):
-    """An eval.py --baseline=True result for this very checkpoint supplies the exact rows instead of a new run."""
-    out = copy_run(tiny_ckpt, tmp_path / 'run')
-    ck = torch.load(out / 'best.pt', map_location='cpu', weights_only=True)
+def test_reuses_eval_json_and_decodes_the_same_stories(report, tmp_path, monkeypatch):
+    """An eval.py --baseline=True result for this very checkpoint supplies the exact rows instead of a new run, and
+    a second run on the same checkpoint and seed gives the same stories and the same decoding table."""
+    tiny, rep, ck, _ = report
+    out = copy_run(tiny, tmp_path / 'run')
     fake_eval_json(out, ck['iter_num'], 1.2345, 6.7891)
-    run_in_process(monkeypatch, f'--out_dir={out}', '--max_new_tokens=4')
+    run_in_process(monkeypatch, f'--out_dir={out}', *SMALL)
     md = (out / 'report' / 'report.md').read_text()
-    assert '| this checkpoint, exact | 1.2345 |' in md and '| untrained, exact | 6.7891 |' in md
+    assert '| this checkpoint | 1.2345 |' in md and '| untrained, same architecture | 6.7891 |' in md
     assert 'eval.py scored the whole val split' in md
+    first, second = (json.loads((d / 'decoding.json').read_text()) for d in (rep, out / 'report'))
+    assert second['stories'] == first['stories'] and second['table'] == first['table']
+
+
+CONFIGS = {  # config -> the components its equations must show, no more and no fewer
+    'llama': (dict(), {'embedding', 'pos:rope', 'block:pre', 'norm:rmsnorm', 'attention', 'mlp:swiglu', 'output',
+                       'tying', 'loss'}),
+    'gpt2': (dict(pos='learned', norm='layernorm', act='gelu', bias=True, dropout=0.1),
+             {'embedding', 'pos:learned', 'dropout', 'block:pre', 'norm:layernorm', 'attention', 'mlp:gelu', 'output',
+              'tying', 'loss'}),
+    'vaswani': (dict(pos='sinusoidal', norm='layernorm', norm_pos='post', act='relu', label_smoothing=0.1,
+                     tie_weights=False),
+                {'embedding', 'pos:sinusoidal', 'block:post', 'norm:layernorm', 'attention', 'mlp:relu', 'output',
+                 'loss:label_smoothing'}),
+    'gqa': (dict(n_head=8, n_kv_head=2, n_embd=256, act='geglu', pos='none', norm='none'),
+            {'embedding', 'pos:none', 'block:unnormalised', 'attention', 'gqa', 'mlp:geglu', 'output', 'tying',
+             'loss'}),
+    'speedrun': (dict(act='relu2', qk_norm=True, zero_init=True, logit_softcap=15.0, n_kv_head=2),
+                 {'embedding', 'pos:rope', 'block:pre', 'norm:rmsnorm', 'attention', 'gqa', 'qk_norm', 'mlp:relu2',
+                  'zero_init', 'output', 'softcap', 'tying', 'loss'}),
+    'silu': (dict(act='silu', n_kv_head=6), {'embedding', 'pos:rope', 'block:pre', 'norm:rmsnorm', 'attention',
+                                              'mlp:silu', 'output', 'tying', 'loss'}),
+}
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_math_shows_exactly_the_components_of_the_config(name):
+    """model_math lists exactly the config's components (a RoPE model has no position table, a post-norm model shows
+    post-norm, grouped-query attention appears only with n_kv_head < n_head), with the model's own sizes, in LaTeX
+    that matplotlib's mathtext renders (what the PDF uses)."""
+    kwargs, want = CONFIGS[name]
+    c = GPTConfig(**kwargs)
+    math = model_math(c)
+    assert [k for k, _, _ in math] and {k for k, _, _ in math} == want
+    latex = ' '.join(e for _, _, eqs in math for e in eqs)
+    assert ('P_t' in latex) == (c.pos in ('learned', 'sinusoidal'))  # a position table is added only when there is one
+    assert (r'\tilde{Q}' in latex) == (c.pos == 'rope')
+    assert ('g(i)' in latex) == ((c.n_kv_head or c.n_head) < c.n_head)
+    assert rf'\mathbb{{R}}^{{{c.vocab_size} \times {c.n_embd}}}' in latex  # the embedding, sizes substituted
+    assert rf'\sqrt{{{c.head_dim}}}' in latex and rf'{c.n_embd} \times {c.mlp_width}' in latex
+    assert ('E^\\top' in latex) == c.tie_weights
+    for _, _, eqs in math:
+        for e in eqs:
+            mathtext.MathTextParser('path').parse(f'${e}$')  # raises on what mathtext can't set
+
+
+def test_decoding_metrics_are_exact_on_hand_made_stories():
+    """distinct-n pools n-grams over stories without crossing them; the repeated share counts the n-grams that
+    already occurred earlier in the same story."""
+    assert distinct_n([[1, 2, 1, 2]], 1) == 2 / 4
+    assert distinct_n([[1, 2, 1, 2]], 2) == 2 / 3  # (1,2) (2,1) (1,2)
+    assert distinct_n([[1, 2], [1, 2]], 2) == 1 / 2  # the same bigram in two stories
+    assert distinct_n([[1, 2], [3]], 2) == 1.0  # (2, 3) would cross the stories: not a bigram
+    assert distinct_n([[1], [2]], 2) is None
+    assert repeated_share([5, 6, 7, 8, 5, 6, 7, 8], 4) == 1 / 5  # (5678) (6785) (7856) (8567) (5678): one repeat
+    assert repeated_share([1, 1, 1, 1, 1, 1], 4) == 2 / 3  # three 4-grams, all (1111): two repeat the first
+    assert repeated_share(list(range(10)), 4) == 0.0
+    assert repeated_share([1, 2, 3], 4) is None
 
 
 @pytest.mark.parametrize('case', ['no out_dir', 'no metrics', 'bad metrics line', 'no checkpoint', 'bad setting'])
 def test_bad_input_is_one_line_error(tiny_ckpt, tmp_path, monkeypatch, case):
     """A missing out_dir, metrics log or checkpoint, a corrupt metrics line or an impossible setting ends in
-    a one-line SystemExit naming the problem, before anything is written."""
+    one line naming the problem (the script's exit, or what configure()'s hook prints for a raised error), before
+    anything is written."""
     out = tmp_path / 'run'
     if case != 'no out_dir':
         out.mkdir()
@@ -164,12 +250,12 @@ def test_bad_input_is_one_line_error(tiny_ckpt, tmp_path, monkeypatch, case):
         shutil.copy(tiny_ckpt / 'metrics.jsonl', out)
         args = [f'--ckpt={tmp_path / "missing.pt"}']
     elif case == 'bad setting':
-        args = ['--top_p=1.5']
-    with pytest.raises(SystemExit) as e:
+        args = ['--samples=0']
+    with pytest.raises((SystemExit, ValueError, OSError)) as e:
         run_in_process(monkeypatch, f'--out_dir={out}', *args)
-    msg = e.value.code
-    assert isinstance(msg, str) and '\n' not in msg, msg  # a str code: Python prints it alone and exits 1
+    msg = e.value.code if isinstance(e.value, SystemExit) else describe(e.value)
+    assert isinstance(msg, str) and '\n' not in msg, msg
     want = {'no out_dir': 'out_dir', 'no metrics': 'metrics.jsonl', 'bad metrics line': 'line',
-            'no checkpoint': 'missing.pt', 'bad setting': 'top_p'}[case]
+            'no checkpoint': 'missing.pt', 'bad setting': 'samples'}[case]
     assert want in msg, msg
     assert not (out / 'report').exists()

@@ -2,16 +2,28 @@
 text, files or stdin, and mistakes get one-line errors. sample.py runs in-process (runpy) where a test
 only reads its output, which saves a Python+torch start per run; one test runs it as a real process."""
 import io
+import itertools
 import runpy
+import subprocess
 import sys
 
 import pytest
 import torch
 
+from configurator import describe
 from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT))
+from model import GPT, GPTConfig  # noqa: E402
+from sample import beam_search  # noqa: E402
+
 SEP = '\n---------------\n'
+
+
+def build(seed=0, **kw):
+    """A small random model: 2 layers, 4 heads of 8 dims, vocab 50, block 16."""
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{'vocab_size': 50, 'block_size': 16, 'n_layer': 2, 'n_head': 4, 'n_embd': 32, **kw})).eval()
 
 
 def sample(monkeypatch, capsys, ckpt_dir, *args, stdin=None):
@@ -29,16 +41,15 @@ def sample(monkeypatch, capsys, ckpt_dir, *args, stdin=None):
 
 def error(monkeypatch, capsys, ckpt_dir, *args):
     """The one-line message sample.py exits with for these args."""
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises((SystemExit, ValueError, OSError)) as e:  # the script's exit, or what the hook prints
         sample(monkeypatch, capsys, ckpt_dir, *args)
-    msg = e.value.code
+    msg = e.value.code if isinstance(e.value, SystemExit) else describe(e.value)
     assert isinstance(msg, str) and '\n' not in msg, msg
     return msg
 
 
 def load(ckpt_dir):
     import tokenizer
-    from model import GPT
     model, ckpt = GPT.from_checkpoint(str(ckpt_dir / 'best.pt'), device='cpu')
     return model.eval(), tokenizer.from_state(ckpt['tokenizer'])
 
@@ -58,7 +69,49 @@ def test_greedy_equals_beam_search_of_width_1(tiny_ckpt):
     for text in ['Once upon a time', 'The dog was', '']:
         x = torch.tensor([[enc.eot_token] + enc.encode(text)])
         greedy = model.generate(x, 30, temperature=0, eos_id=enc.eot_token)
-        assert torch.equal(model.beam_search(x, 30, 1, eos_id=enc.eot_token), greedy), text
+        assert torch.equal(beam_search(model, x, 30, 1, eos_id=enc.eot_token), greedy), text
+
+
+def test_beam_width_one_is_greedy():
+    """beam_search with beam_width=1 returns exactly the greedy continuation, with and without an eos."""
+    model = build(pos='rope')
+    prompt = torch.randint(0, 50, (1, 5))
+    greedy = model.generate(prompt, 30, temperature=0)
+    assert torch.equal(beam_search(model, prompt, 30, 1), greedy)
+    eos = greedy[0, 12].item()
+    assert torch.equal(beam_search(model, prompt, 30, 1, eos_id=eos), model.generate(prompt, 30, temperature=0, eos_id=eos))
+
+
+@pytest.mark.parametrize('block_size', [8, 5])
+def test_wide_beam_finds_the_most_probable_continuation(block_size):
+    """A beam as wide as all 2-token prefixes keeps every candidate, so over 3 new tokens it returns the exact
+    argmax of the joint log-probability of all 12^3 continuations. Block 8 checks that cache rows follow their
+    beams; block 5 also slides the window (it keeps the newest 2 tokens once a 6th arrives). Weights are scaled
+    up so each token's distribution depends strongly on its context (a stale cache row then shows)."""
+    conts = torch.tensor(list(itertools.product(range(12), repeat=3)))  # (1728, 3)
+    for seed in range(4):
+        model = build(pos='learned', vocab_size=12, block_size=block_size, seed=seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(6)
+        prompt = torch.randint(0, 12, (1, 4))
+        best = beam_search(model, prompt, 3, beam_width=144)
+        seqs = torch.cat([prompt.expand(len(conts), 4), conts], 1)
+        logp = 0
+        for n in range(4, 7):  # each step's distribution, from the same window the generator uses
+            window = seqs[:, :n] if n <= block_size else seqs[:, n - block_size // 2:n]
+            logp = logp + torch.log_softmax(model(window)[0][:, -1], -1).gather(1, seqs[:, n:n + 1])[:, 0]
+        assert torch.equal(best[0], seqs[logp.argmax()])
+
+
+def test_beam_search_rejects_bad_arguments_with_one_line():
+    """A batch of prompts, an empty prompt and a zero beam width raise ValueError with a one-line message."""
+    model = build()
+    idx = torch.zeros(1, 3, dtype=torch.long)
+    for args in ((idx.expand(2, 3), 5, 2), (idx[:, :0], 5, 2), (idx, 5, 0)):
+        with pytest.raises(ValueError) as e:
+            beam_search(model, *args)
+        assert '\n' not in str(e.value)
 
 
 def test_greedy_top_k_1_and_tiny_top_p_print_the_same_story(monkeypatch, capsys, tiny_ckpt):
@@ -78,27 +131,31 @@ def test_beam_search_prints_the_models_best_beam(monkeypatch, capsys, tiny_ckpt)
     out = sample(monkeypatch, capsys, tiny_ckpt, '--start=Tom had a', '--beam_width=3', '--stop_at_eot=False')
     model, enc = load(tiny_ckpt)
     ids = [enc.eot_token] + enc.encode('Tom had a')
-    best = model.beam_search(torch.tensor([ids]), 40, 3)[0, len(ids):].tolist()
+    best = beam_search(model, torch.tensor([ids]), 40, 3)[0, len(ids):].tolist()
     assert out == ['Tom had a' + enc.decode(best)]  # one story: beam search is deterministic
 
 
 def test_sample_i_is_the_models_draw_with_seed_plus_i(monkeypatch, capsys, tiny_ckpt):
-    """Sample i of a prompt is drawn with seed + i (so it doesn't depend on the samples before it), with
-    the given temperature, and printed as the decoding of the drawn tokens."""
-    out = sample(monkeypatch, capsys, tiny_ckpt, '--start=“Mom', '--temperature=1.3', '--num_samples=4',
-                 '--stop_at_eot=False', '--seed=11')
+    """Batched, the stories are the rows of the model's batched draw in which row i has its own generator seeded
+    seed + i; streamed (--stream=True), story i is the model's single draw with seed + i. Both are printed as
+    the decoding of the drawn tokens, with the given temperature."""
+    args = ['--start=“Mom', '--temperature=1.3', '--num_samples=4', '--stop_at_eot=False', '--seed=11']
+    batched = sample(monkeypatch, capsys, tiny_ckpt, *args)
+    streamed = sample(monkeypatch, capsys, tiny_ckpt, *args, '--stream=True')
     model, enc = load(tiny_ckpt)
-    ids = [enc.eot_token] + enc.encode('“Mom')
-    for i, story in enumerate(out):
-        g = torch.Generator().manual_seed(11 + i)
-        new = model.generate(torch.tensor([ids]), 40, temperature=1.3, generator=g)[0, len(ids):].tolist()
-        assert story == '“Mom' + enc.decode(new)
+    x = torch.tensor([[enc.eot_token] + enc.encode('“Mom')])
+    rows = model.generate(x.expand(4, -1), 40, temperature=1.3,
+                          generator=[torch.Generator().manual_seed(11 + i) for i in range(4)])[:, x.size(1):]
+    assert batched == ['“Mom' + enc.decode(row) for row in rows.tolist()]
+    for i, story in enumerate(streamed):
+        new = model.generate(x, 40, temperature=1.3, generator=torch.Generator().manual_seed(11 + i))[0, x.size(1):]
+        assert story == '“Mom' + enc.decode(new.tolist())
+    assert len(set(batched)) == 4 and sample(monkeypatch, capsys, tiny_ckpt, *args) == batched  # same seed, same stories
 
 
 def test_characters_split_across_tokens_print_whole(monkeypatch, capsys, tiny_ckpt):
     """The 512-token BPE spells “ ’ and ☃ as several byte tokens: streamed one token at a time, each must
     still print as one character, not as replacement marks. The model's stream is scripted here."""
-    from model import GPT
     enc = load(tiny_ckpt)[1]
     text = ' “Hi,” said Mom’s snowman ☃.'
     ids = enc.encode(text)
@@ -153,6 +210,8 @@ def test_interactive_mode_answers_each_stdin_line_until_eof(monkeypatch, capsys,
     (['--interactive=True', '--start=Hi'], 'interactive'),
     (['--device=gpu0'], 'device'),
     (['--ckpt=nothing_here.pt'], 'no checkpoint'),
+    (['--seed=99999999999999999999'], 'seed=99999999999999999999 must be in [0, 2**64'),
+    (['--seed=-1'], 'seed=-1 must be in'),
 ])
 def test_bad_settings_exit_with_one_line_naming_the_problem(monkeypatch, capsys, tiny_ckpt, args, words):
     assert words in error(monkeypatch, capsys, tiny_ckpt, *args)
@@ -166,3 +225,19 @@ def test_corrupt_checkpoint_is_one_line_error(monkeypatch, capsys, tiny_ckpt, tm
     (tmp_path / 'garbage.pt').write_bytes(b'not a checkpoint' * 100)
     p = run_script('sample.py', f'--out_dir={tmp_path}', '--ckpt=garbage.pt', '--device=cpu', check=False)
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and 'garbage.pt' in p.stderr, p.stderr
+
+
+def test_stories_piped_into_a_reader_that_leaves_early_end_quietly(tiny_ckpt):
+    """`python sample.py | head -c 20` is a documented use: the reader leaving is no error of ours."""
+    cmd = (f'set -o pipefail; OMP_NUM_THREADS=1 {sys.executable} {ROOT / "sample.py"} --out_dir={tiny_ckpt} '
+           '--device=cpu --num_samples=40 --max_new_tokens=60 --stream=True | head -c 20')
+    p = subprocess.run(cmd, shell=True, executable='/bin/bash', capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and len(p.stdout) == 20, (p.returncode, p.stdout)
+    assert 'Traceback' not in p.stderr and 'Error' not in p.stderr, p.stderr
+
+
+def test_interactive_mode_with_stdin_closed_is_one_line(tiny_ckpt):
+    p = subprocess.run(f'{sys.executable} {ROOT / "sample.py"} --out_dir={tiny_ckpt} --device=cpu --interactive=True '
+                       '<&-', shell=True, executable='/bin/bash', capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        '--interactive=True reads prompts from stdin, but stdin is closed; pipe prompts in, or pass --start=TEXT instead']

@@ -44,25 +44,49 @@ def test_gpt2_loads_offline_with_the_published_ids(gpt2):
     assert gpt2.encode(f'Hello world{EOT}', allowed_special={EOT}) == [15496, 995, 50256]
 
 
+def no_download(name):
+    raise AssertionError(f'tiktoken.get_encoding({name!r}) called although local GPT-2 files exist')
+
+
 def test_gpt2_openai_file_names_and_GPT2_DIR(shared_data, gpt2, tmp_path, monkeypatch):
     """A directory with OpenAI's encoder.json + vocab.bpe (with its #version line), found through GPT2_DIR,
-    gives exactly the same encoding as vocab.json + merges.txt."""
+    gives exactly the same encoding as vocab.json + merges.txt, and nothing is downloaded."""
     shutil.copy(shared_data / 'gpt2' / 'vocab.json', tmp_path / 'encoder.json')
     (tmp_path / 'vocab.bpe').write_text('#version: 0.2\n' + (shared_data / 'gpt2' / 'merges.txt').read_text())
     monkeypatch.setenv('GPT2_DIR', str(tmp_path))
+    monkeypatch.setattr(tokenizer.tiktoken, 'get_encoding', no_download)
     enc = tokenizer.load_gpt2()
     text = (shared_data / 'tinystories' / 'format-sample-v2.txt').read_text()
     assert enc.encode(text, allowed_special={EOT}) == gpt2.encode(text, allowed_special={EOT})
 
 
-def test_gpt2_missing_files_say_what_to_do(tmp_path, monkeypatch):
-    """Without GPT-2 files anywhere, load_gpt2 exits with one line that names GPT2_DIR (and doesn't download)."""
+def test_gpt2_without_local_files_comes_from_tiktoken(gpt2, tmp_path, monkeypatch):
+    """With no GPT-2 files in GPT2_DIR or $SHARED_DATA/gpt2, load_gpt2 (and a checkpoint's gpt2 state) takes
+    tiktoken's own 'gpt2' encoding, which tiktoken downloads on a machine with internet (simulated here)."""
     monkeypatch.setenv('GPT2_DIR', str(tmp_path))
-    monkeypatch.setenv('TIKTOKEN_CACHE_DIR', str(tmp_path))
     monkeypatch.setattr(tokenizer, 'SHARED_DATA', str(tmp_path))
-    with pytest.raises(SystemExit, match='GPT2_DIR'):
+    asked = []
+    monkeypatch.setattr(tokenizer.tiktoken, 'get_encoding', lambda name: asked.append(name) or gpt2)
+    assert tokenizer.load_gpt2() is gpt2 and asked == ['gpt2']
+    assert tokenizer.from_state({'name': 'gpt2', 'n_vocab': 50257, 'eot_id': 50256, 'json': None}) is gpt2
+
+
+def test_gpt2_missing_files_and_no_download_say_what_to_do(tmp_path, monkeypatch):
+    """Without GPT-2 files anywhere and no download possible, load_gpt2 raises a one-line FileNotFoundError that
+    names where it looked, why the download failed, and GPT2_DIR; an explicit gpt2_dir without files is refused
+    without trying a download."""
+    monkeypatch.setenv('GPT2_DIR', str(tmp_path))
+    monkeypatch.setattr(tokenizer, 'SHARED_DATA', str(tmp_path))
+
+    def offline(name):
+        raise ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'\n(Name or service not known)")
+    monkeypatch.setattr(tokenizer.tiktoken, 'get_encoding', offline)
+    with pytest.raises(FileNotFoundError) as e:
         tokenizer.load_gpt2()
-    with pytest.raises(SystemExit, match='no GPT-2 BPE files in'):
+    assert '\n' not in str(e.value) and str(tmp_path) in str(e.value)
+    assert 'ConnectionError' in str(e.value) and 'set GPT2_DIR=<dir>' in str(e.value)
+    monkeypatch.setattr(tokenizer.tiktoken, 'get_encoding', no_download)
+    with pytest.raises(FileNotFoundError, match='no GPT-2 BPE files in'):
         tokenizer.load_gpt2(str(tmp_path))
 
 
@@ -72,7 +96,7 @@ def test_gpt2_mismatched_files_are_refused(shared_data, tmp_path):
     lines[0], lines[1] = lines[1], lines[0]
     (tmp_path / 'merges.txt').write_text('\n'.join(lines) + '\n')
     shutil.copy(shared_data / 'gpt2' / 'vocab.json', tmp_path / 'vocab.json')
-    with pytest.raises(SystemExit, match="don't match"):
+    with pytest.raises(ValueError, match="don't match"):
         tokenizer.load_gpt2(str(tmp_path))
 
 
@@ -134,7 +158,7 @@ def test_bpe_compresses_tinystories_better_than_bytes(shared_data, train_stories
 
 
 def test_vocab_size_too_small_is_refused():
-    with pytest.raises(SystemExit, match='too small'):
+    with pytest.raises(ValueError, match='too small'):
         tokenizer.train_bpe(['hello'], 256)
 
 
@@ -149,17 +173,18 @@ def test_bpe_stops_when_nothing_is_left_to_merge():
 
 
 def test_tokenizer_json_round_trip_and_corruption(bpe, train_stories, tmp_path):
-    """tokenizer.json reloads to an identical encoding; a damaged file is a one-line SystemExit naming it."""
+    """tokenizer.json reloads to an identical encoding; a damaged file is a one-line ValueError naming it."""
     merges = tokenizer.train_bpe(train_stories[:50], 300, progress=False)
-    path = str(tmp_path / 'tokenizer.json')
-    tokenizer.save_text(path, tokenizer.bpe_json(merges))
+    path = tmp_path / 'tokenizer.json'
+    path.write_text(tokenizer.bpe_json(merges))
     d = json.loads(Path(path).read_text())
     assert d['merges'] == [list(m) for m in merges] and d['special_tokens'] == {EOT: 256 + len(merges)}
     again = tokenizer.bpe_from_json(Path(path).read_text())
     text = ' '.join(train_stories[50:60])
     assert again.encode_ordinary(text) == tokenizer.bpe_from_json(tokenizer.bpe_json(merges)).encode_ordinary(text)
-    for broken in (Path(path).read_text()[:-40], json.dumps({**d, 'merges': [[0, 9999]]})):
-        with pytest.raises(SystemExit, match='tokenizer.json is not a valid tokenizer file'):
+    for broken in (Path(path).read_text()[:-40], json.dumps({**d, 'merges': [[0, 9999]]}), json.dumps({**d, 'version': 2}),
+                   json.dumps({**d, 'merges': [[97, 98], [97, 98]]})):
+        with pytest.raises(ValueError, match='^tokenizer.json is not a valid tokenizer file'):
             tokenizer.bpe_from_json(broken, where='tokenizer.json')
 
 
@@ -173,7 +198,27 @@ def test_state_is_plain_and_rebuilds_the_same_encoding(tiny_data, tmp_path):
     assert loaded == state
     text = (tiny_data / 'val.txt').read_text()[:5000]
     assert tokenizer.from_state(loaded).encode_ordinary(text) == tokenizer.from_dir(tiny_data).encode_ordinary(text)
-    with pytest.raises(SystemExit, match='not from tokenizer.state_from_dir'):
+    with pytest.raises(ValueError, match='not from tokenizer.state_from_dir'):
         tokenizer.from_state({'kind': 'bpe'})
-    with pytest.raises(SystemExit, match='run prepare.py'):
+    with pytest.raises(FileNotFoundError, match='run python prepare.py'):
         tokenizer.from_dir(tmp_path)
+
+
+def test_read_meta_names_a_missing_or_damaged_field(tmp_path):
+    """read_meta returns a good meta.json; a missing one is a FileNotFoundError, a damaged one (not JSON, or a field
+    any reader relies on gone or wrong) a ValueError naming the field; both one line that says to re-run prepare.py."""
+    with pytest.raises(FileNotFoundError, match=f'^no prepared data in {tmp_path} .*run python prepare.py --out_dir='):
+        tokenizer.read_meta(tmp_path)
+    good = {'tokenizer': 'bpe', 'vocab_size': 300, 'eot_id': 299, 'dtype': 'uint16',
+            'splits': {'train': {'tokens': 10}, 'val': {'tokens': 0}}}
+    (tmp_path / 'meta.json').write_text(json.dumps(good))
+    assert tokenizer.read_meta(tmp_path) == good
+    for damage, named in (('{"tokenizer": "bpe", ', 'not JSON'), ('[1, 2]', 'not a JSON object'),
+                          ({'tokenizer': 'spm'}, "tokenizer 'spm'"), ({'dtype': 'int8'}, "dtype 'int8'"),
+                          ({'eot_id': 300}, 'eot_id=300'), ({'vocab_size': '300'}, "vocab_size='300'"),
+                          ({'splits': {'train': {'tokens': 10}}}, 'splits')):
+        (tmp_path / 'meta.json').write_text(damage if isinstance(damage, str) else json.dumps({**good, **damage}))
+        with pytest.raises(ValueError) as e:
+            tokenizer.read_meta(tmp_path)
+        assert named in str(e.value) and 'is damaged' in str(e.value) and '--force' in str(e.value)
+        assert '\n' not in str(e.value)

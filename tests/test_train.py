@@ -1,12 +1,17 @@
-"""train.py, run as a user runs it (subprocesses on the tiny real dataset): it learns, stops after exactly
-max_iters steps (or a time budget, or at a target loss), resumes bit-for-bit, splits data correctly under DDP,
-and fails clearly."""
+"""train.py, run as a user runs it (on the tiny real dataset): it learns, stops after exactly max_iters steps (or
+a time budget, or at a target loss), resumes bit-for-bit with either optimizer, splits data correctly under DDP,
+never loses or mixes up a run directory, and fails in one clear line. Runs that only need train.py's outcome run
+in this process (no second torch import); the ones about processes (signals, locks, torchrun) start real ones."""
 import ast
+import errno
 import glob
 import hashlib
+import io
 import json
 import math
 import os
+import re
+import runpy
 import shutil
 import signal
 import subprocess
@@ -16,25 +21,49 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, run_script
-from model import GPT
+import rundir
+from conftest import ROOT, one_line, run_here, run_script
+
+sys.path.insert(0, str(ROOT))
+from model import GPT  # noqa: E402
 
 # a model small enough that a step takes milliseconds on one CPU thread
 TINY = ['--device=cpu', '--compile=False', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32',
         '--block_size=64', '--eval_iters=4', '--log_interval=1', '--wandb_log=False']
+SMALL = ['--batch_size=8', '--gradient_accumulation_steps=1']  # 512 tokens per step
 
 
 def train(data, out, *args, check=True, env=None):
     return run_script('train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY, *args, check=check, env=env)
 
 
+def train_here(monkeypatch, capsys, data, out, *args):
+    """train.py run in this process -> (exit status, stderr); see conftest.run_here."""
+    return run_here(monkeypatch, capsys, 'train.py', f'--data_dir={data}', f'--out_dir={out}', *TINY, *args)
+
+
 def records(out, kind):
-    with open(os.path.join(out, 'metrics.jsonl')) as f:
-        return [r for r in map(json.loads, f) if r['kind'] == kind]
+    return [r for r in rundir.read_metrics(os.path.join(out, 'metrics.jsonl')) if r['kind'] == kind]
 
 
 def sha(path):
     return hashlib.sha256(open(path, 'rb').read()).hexdigest()
+
+
+def snapshot(directory):
+    """Every file in directory (the lock file aside: each run rewrites it) -> its hash."""
+    return {p.name: sha(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != '.lock'}
+
+
+def copy_run(run, to):
+    shutil.copytree(run, to)
+    return to
+
+
+def mount(path, options):
+    """A tmpfs at path (needs root); skips the test where mounting is not allowed."""
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)], capture_output=True).returncode:
+        pytest.skip('cannot mount a tmpfs here')
 
 
 @pytest.fixture(scope='module')
@@ -68,7 +97,7 @@ def test_exactly_max_iters_optimizer_steps_with_the_scheduled_lr(short_run):
     """Train records for iterations 1..20, a checkpoint at 20, and AdamW's own step counter at 20 (not 21)."""
     steps = records(short_run, 'train')
     assert [r['iter'] for r in steps] == list(range(1, 21))
-    assert set(steps[0]) == {'kind', 'iter', 'tokens', 'loss', 'lr', 'ms', 'tok_s', 'mfu'}
+    assert set(steps[0]) == {'kind', 'iter', 'tokens', 'time', 'loss', 'lr', 'ms', 'tok_s', 'mfu'}
     ckpt = torch.load(short_run / 'last.pt', weights_only=True)
     assert ckpt['iter_num'] == 20
     assert {int(s['step']) for s in ckpt['optimizer'][0]['state'].values()} == {20}
@@ -77,9 +106,23 @@ def test_exactly_max_iters_optimizer_steps_with_the_scheduled_lr(short_run):
     assert all(lr[i] > lr[i + 1] for i in range(2, 20))
 
 
+def test_every_record_carries_the_training_time_and_a_finished_run_ends_with_done(short_run):
+    """'time' counts training only: it starts at 0, grows with every step, stands still across an evaluation
+    and its checkpoint, and the 'done' record closing a run that reached max_iters repeats the last one."""
+    log = rundir.read_metrics(short_run / 'metrics.jsonl')
+    assert log[0]['kind'] == 'eval' and log[0]['time'] == 0.0
+    times = [r['time'] for r in log]
+    assert all(a <= b for a, b in zip(times, times[1:]))
+    steps = [r['time'] for r in log if r['kind'] == 'train']
+    assert all(a < b for a, b in zip(steps, steps[1:]))
+    assert log[-1] == {'kind': 'done', 'iter': 20, 'tokens': 20 * 8 * 64, 'time': log[-2]['time'],
+                       'reason': 'max_iters'}
+    assert torch.load(short_run / 'last.pt', weights_only=True)['train_time'] == log[-1]['time']
+
+
 def test_checkpoints_load_safely_and_best_holds_the_lowest_val_loss(short_run, tiny_data):
-    contract = {'model', 'model_args', 'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'config', 'tokenizer',
-                'meta', 'rng', 'sampler', 'train_time', 'version'}
+    contract = {'model', 'model_args', 'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'train_time', 'config',
+                'tokenizer', 'meta', 'rng', 'sampler', 'version'}
     evals = records(short_run, 'eval')
     best_iter = min((r for r in evals if r['iter'] > 0), key=lambda r: r['val_loss'])['iter']
     for name in ('last.pt', 'best.pt'):
@@ -107,6 +150,8 @@ def test_resume_reproduces_an_uninterrupted_run(optimizer, tiny_data, tmp_path):
     train(tiny_data, tmp_path / 'split', '--max_iters=12', '--init_from=resume', *args)
     a, b = records(tmp_path / 'straight', 'train'), records(tmp_path / 'split', 'train')
     assert [r['iter'] for r in b] == list(range(1, 13))
+    assert all(x['time'] < y['time'] for x, y in zip(b, b[1:]))  # the resumed run's clock starts where it stopped
+    assert [r['iter'] for r in records(tmp_path / 'split', 'done')] == [12]  # the first run's end is no longer one
     for ra, rb in zip(a, b):
         assert abs(ra['loss'] - rb['loss']) < 1e-6 and ra['lr'] == rb['lr'], (ra, rb)
     ea = {r['iter']: r['val_loss'] for r in records(tmp_path / 'straight', 'eval')}
@@ -176,7 +221,7 @@ def train_functions(*names, **settings):
     """train.py's functions `names`, defined over its default settings updated by `settings` (no run)."""
     source = (ROOT / 'train.py').read_text()
     nodes = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name in names]
-    g = {'math': math, **train_settings(), **settings}
+    g = {'math': math, 'lr_schedule': 'cosine', **settings}
     exec(compile(ast.Module(nodes, type_ignores=[]), 'train.py', 'exec'), g)
     return [g[name] for name in names]
 
@@ -218,17 +263,18 @@ def test_target_val_loss_is_recorded_once_at_the_first_evaluation_reaching_it(sh
     assert torch.load(tmp_path / 'stop' / 'last.pt', weights_only=True)['iter_num'] == 10
 
 
-def test_nonfinite_loss_stops_with_a_message_and_keeps_the_last_checkpoint(short_run, tiny_data, tmp_path):
-    out = tmp_path / 'run'
-    shutil.copytree(short_run, out)
+def test_nonfinite_loss_stops_with_a_message_logs_it_and_keeps_the_last_checkpoint(short_run, tiny_data, tmp_path,
+                                                                                 monkeypatch, capsys):
+    out = copy_run(short_run, tmp_path / 'run')
     before = {name: sha(out / name) for name in ('last.pt', 'best.pt')}
-    p = train(tiny_data, out, '--init_from=resume', '--max_iters=60', '--eval_interval=10', '--batch_size=8',
-              '--gradient_accumulation_steps=1',
-              '--learning_rate=1e30', '--warmup_iters=0', check=False)
-    assert p.returncode != 0
-    assert 'Traceback' not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert 'the loss is' in p.stderr and 'last.pt still holds iteration 20' in p.stderr
+    line = one_line(*train_here(monkeypatch, capsys, tiny_data, out, '--init_from=resume', '--max_iters=60',
+                                '--eval_interval=10', '--batch_size=8', '--gradient_accumulation_steps=1',
+                                '--learning_rate=1e30', '--warmup_iters=0'))
+    assert 'the loss is' in line and 'last.pt still holds iteration 20' in line
     assert {name: sha(out / name) for name in before} == before
+    last = rundir.read_metrics(out / 'metrics.jsonl')[-1]
+    assert last['kind'] == 'diverged' and last['iter'] > 20 and last['tokens'] == last['iter'] * 8 * 64
+    assert not math.isfinite(last['loss']) and last['time'] > 0
 
 
 @pytest.fixture(scope='module')
@@ -274,38 +320,153 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tiny_data, tmp_pa
     GPT.from_checkpoint(tmp_path / 'last.pt')
 
 
-@pytest.mark.parametrize('case', ['missing data', 'block too large', 'vocab mismatch', 'damaged checkpoint'])
-def test_user_errors_are_one_line_messages(case, short_run, tiny_data, tmp_path):
-    data, args = tiny_data, []
-    if case == 'missing data':
-        data, expect = tmp_path / 'nowhere', 'prepare.py'
-    elif case == 'block too large':
-        args, expect = ['--block_size=100000000'], 'too few for block_size'
-    elif case == 'damaged checkpoint':  # e.g. a copy cut short
-        (tmp_path / 'run').mkdir()
-        (tmp_path / 'run' / 'last.pt').write_bytes((short_run / 'last.pt').read_bytes()[:5000])
-        args, expect = ['--init_from=resume'], 'cannot resume'
-    else:  # data prepared with another vocabulary than the checkpoint's model
-        data = tmp_path / 'other_data'
-        shutil.copytree(tiny_data, data)
+def damage(run, case):
+    """Damage the run directory run the way case says; return the words the refusal must contain."""
+    ckpt = torch.load(run / 'last.pt', weights_only=True)
+    if case == 'damaged checkpoint':  # e.g. a copy cut short
+        (run / 'last.pt').write_bytes((run / 'last.pt').read_bytes()[:5000])
+        return 'cannot resume'
+    if case == 'damaged metrics line':  # a line in the middle, so not one a crash cut short
+        lines = (run / 'metrics.jsonl').read_text().splitlines(keepends=True)
+        (run / 'metrics.jsonl').write_text(''.join(lines[:3] + ['{"kind": "train", "it\n'] + lines[3:]))
+        return 'metrics.jsonl line 4 is damaged'
+    if case in ('model_args null', 'model_args a list'):
+        ckpt['model_args'] = None if case == 'model_args null' else [1, 2]
+        torch.save(ckpt, run / 'last.pt')
+        return 'cannot resume'
+    ckpt['model_args']['n_embd'] = 64  # model_args edited: the weights are 32 wide
+    torch.save(ckpt, run / 'last.pt')
+    return 'weights do not fit its model_args'
+
+
+@pytest.mark.parametrize('case', ['damaged checkpoint', 'damaged metrics line', 'model_args null', 'model_args a list',
+                                  'model_args mismatch', 'vocab mismatch'])
+def test_a_resume_from_a_damaged_run_is_one_line_and_changes_nothing(case, short_run, tiny_data, tmp_path,
+                                                                      monkeypatch, capsys):
+    run, data = copy_run(short_run, tmp_path / 'run'), tiny_data
+    if case == 'vocab mismatch':  # data prepared with another vocabulary than the checkpoint's model
+        data = copy_run(tiny_data, tmp_path / 'other_data')
         meta = json.loads((data / 'meta.json').read_text())
         meta['vocab_size'] += 256
         (data / 'meta.json').write_text(json.dumps(meta))
-        shutil.copytree(short_run, tmp_path / 'run')
-        args, expect = ['--init_from=resume', '--max_iters=30'], 'vocabulary mismatch'
-    p = run_script('train.py', f'--data_dir={data}', f'--out_dir={tmp_path / "run"}', *TINY, *args, check=False)
-    assert p.returncode != 0
-    assert len(p.stderr.strip().splitlines()) == 1 and expect in p.stderr, p.stderr
+        expect = 'vocabulary mismatch'
+    else:
+        expect = damage(run, case)
+    before = snapshot(run)
+    line = one_line(*train_here(monkeypatch, capsys, data, run, '--init_from=resume', '--max_iters=30'))
+    assert expect in line, line
+    assert '--overwrite=True' in line or case == 'damaged metrics line', line  # that one: delete the line
+    assert snapshot(run) == before
 
 
-def train_settings():
-    """train.py's default settings, by running only its settings block (the lines before configure())."""
-    source = (ROOT / 'train.py').read_text()
-    start = source.index('# settings')
-    block = source[source.index('\n', start):source.index('from configurator import configure')]
-    g = {'torch': torch}
-    exec(block, g)
-    return {k: v for k, v in g.items() if k != 'torch' and not k.startswith('__')}
+def test_a_line_cut_short_at_the_end_of_the_metrics_is_dropped_on_resume(short_run, tiny_data, tmp_path,
+                                                                          monkeypatch, capsys):
+    """The last line a crash cut short is not damage but an unfinished record: resume drops it and carries on."""
+    run = copy_run(short_run, tmp_path / 'run')
+    with open(run / 'metrics.jsonl', 'a') as f:
+        f.write('{"kind": "train", "iter": 21, "lo')
+    assert train_here(monkeypatch, capsys, tiny_data, run, '--init_from=resume', '--max_iters=21', *SMALL) == (0, '')
+    assert [r['iter'] for r in records(run, 'train')][-2:] == [20, 21]
+
+
+@pytest.mark.parametrize('args,words', [
+    (['--learning_rate=-1'], 'learning_rate=-1.0 must be above 0'), (['--learning_rate=0'], 'above 0'),
+    (['--beta1=1.5'], 'beta1=1.5 must be in [0, 1)'), (['--beta2=-0.1'], 'beta2=-0.1 must be in [0, 1)'),
+    (['--weight_decay=-0.1'], 'weight_decay=-0.1 must be at least 0'), (['--grad_clip=-1'], 'grad_clip=-1.0'),
+    (['--min_lr=0.1'], 'min_lr=0.1 must be in [0, learning_rate=0.001]'),
+    (['--warmup_iters=20', '--lr_decay_iters=10'], 'lr_decay_iters=10 must be at least warmup_iters=20'),
+    (['--seed=-1'], 'seed=-1 must be in [0, 2**32 - 1]'), (['--seed=99999999999999999999'], 'seed=9999'),
+    (['--dtype=float64'], "dtype='float64'"), (['--init_from=resum'], "init_from='resum'"),
+    (['--batch_size=0'], 'batch_size=0 must be at least 1'), (['--device=tpu'], "device 'tpu'"),
+    (['--block_size=100000000'], 'too few for block_size'), (['--data_dir=/nowhere'], 'prepare.py'),
+    (['--dropout=1.5'], 'dropout'), (['--n_head=5'], 'n_embd=32 is not divisible by n_head=5'),
+    (['--optimizer=sgd'], "optimizer='sgd' is not known"), (['--muon_momentum=1'], 'muon_momentum=1.0 must be'),
+    (['--muon_lr=0'], 'muon_lr=0.0 must be above 0'), (['--time_budget=-5'], 'time_budget=-5.0 must be at least 0'),
+    (['--logit_softcap=-1'], 'logit_softcap=-1.0 must not be negative'), (['--act=relu3'], "act='relu3'"),
+])
+def test_bad_settings_are_one_line_before_anything_is_written(args, words, tiny_data, tmp_path, monkeypatch, capsys):
+    line = one_line(*train_here(monkeypatch, capsys, tiny_data, tmp_path / 'run', *args))
+    assert words in line, line
+    assert not (tmp_path / 'run').exists()
+
+
+def test_token_ids_past_the_vocabulary_are_refused_at_startup(tiny_data, tmp_path, monkeypatch, capsys):
+    """meta.json promising fewer tokens than the .bin files use: one line, not an IndexError inside the model."""
+    data = copy_run(tiny_data, tmp_path / 'data')
+    meta = json.loads((data / 'meta.json').read_text())
+    meta['vocab_size'], meta['eot_id'] = 256, 255  # a consistent meta.json, but the files hold ids up to 511
+    (data / 'meta.json').write_text(json.dumps(meta))
+    line = one_line(*train_here(monkeypatch, capsys, data, tmp_path / 'run'))
+    assert re.search(r'train.bin holds token id \d+ but .*meta.json says vocab_size=256', line), line
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_fresh_run_refuses_an_out_dir_holding_a_run_and_changes_nothing(short_run, tiny_data, tmp_path,
+                                                                           monkeypatch, capsys):
+    run = copy_run(short_run, tmp_path / 'run')
+    before = snapshot(run)
+    line = one_line(*train_here(monkeypatch, capsys, tiny_data, run, '--max_iters=2'))
+    assert f'{run} already holds a run (last.pt, best.pt, metrics.jsonl)' in line
+    assert '--init_from=resume' in line and '--overwrite=True' in line and '--out_dir' in line
+    assert snapshot(run) == before
+
+
+def test_overwrite_replaces_the_old_run_and_a_directory_without_one_needs_no_flag(short_run, tiny_data, tmp_path,
+                                                                                   monkeypatch, capsys):
+    run = copy_run(short_run, tmp_path / 'run')
+    assert train_here(monkeypatch, capsys, tiny_data, run, '--overwrite=True', '--max_iters=2', '--eval_interval=2',
+                      *SMALL) == (0, '')
+    assert [r['iter'] for r in rundir.read_metrics(run / 'metrics.jsonl')] == [0, 1, 2, 2, 2]  # the new run's only
+    assert {torch.load(run / name, weights_only=True)['iter_num'] for name in ('last.pt', 'best.pt')} == {2}
+    other = tmp_path / 'other'  # files that are not a run's: nothing to protect
+    other.mkdir()
+    (other / 'notes.txt').write_text('mine')
+    (other / 'metrics.jsonl').write_text('')
+    assert train_here(monkeypatch, capsys, tiny_data, other, '--max_iters=1', *SMALL) == (0, '')
+    assert (other / 'notes.txt').read_text() == 'mine' and (other / 'last.pt').exists()
+
+
+def test_eval_only_writes_nothing(short_run, tiny_data, tmp_path, monkeypatch, capsys):
+    run = copy_run(short_run, tmp_path / 'run')
+    before = {p.name: sha(p) for p in run.iterdir()}
+    assert train_here(monkeypatch, capsys, tiny_data, run, '--init_from=resume', '--eval_only=True', *SMALL) == (0, '')
+    assert {p.name: sha(p) for p in run.iterdir()} == before
+
+
+def test_a_dry_run_describes_the_run_and_writes_nothing(short_run, tiny_data, tmp_path, monkeypatch, capsys):
+    run = copy_run(short_run, tmp_path / 'run')
+    before = {p.name: sha(p) for p in run.iterdir()}
+    monkeypatch.setattr(sys, 'stdout', io.StringIO())
+    # a fresh run into a directory holding one would be refused; a dry run only describes what it would train
+    assert train_here(monkeypatch, capsys, tiny_data, run, '--dry_run=True', *SMALL, '--n_layer=3') == (0, '')
+    described = json.loads(sys.stdout.getvalue().splitlines()[-1])
+    assert described['config']['n_layer'] == 3 and described['tokens_per_iter'] == 8 * 64
+    assert described['params'] > 0 and described['flops_per_token'] > 6 * described['params'] - 1
+    assert {p.name: sha(p) for p in run.iterdir()} == before
+    assert 'n_layr' in one_line(*train_here(monkeypatch, capsys, tiny_data, tmp_path / 'new', '--dry_run=True',
+                                            '--n_layr=3'))
+    assert not (tmp_path / 'new').exists()
+
+
+@pytest.mark.parametrize('case', ['a file', 'read-only'])
+def test_an_out_dir_that_cannot_be_written_is_one_line(case, tiny_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'out'
+    if case == 'a file':
+        out.write_text('not a directory')
+        expect = f'a file is in the way ({out})'
+    else:
+        out.mkdir()
+        if os.geteuid() == 0:  # root writes anywhere: only a read-only mount says no
+            mount(out, 'ro,size=64k')
+        else:
+            out.chmod(0o555)
+        expect = 'read-only' if os.geteuid() == 0 else 'permission denied'
+    try:
+        line = one_line(*train_here(monkeypatch, capsys, tiny_data, out))
+        assert expect in line, line
+    finally:
+        if case == 'read-only' and os.geteuid() == 0:
+            subprocess.run(['umount', str(out)])
 
 
 # config -> (vocab of the data its comment prepares, parameters its seed states or implies)
@@ -315,11 +476,16 @@ CONFIGS = {'train_tinystories': (4096, 24.9e6), 'train_tinystories_cpu': (4096, 
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_each_config_builds_the_model_its_comment_describes(name):
-    from configurator import configure
+def test_each_config_builds_the_model_its_comment_describes(name, monkeypatch, capsys):
+    """train.py CONFIG --help lists the settings the config makes (an unknown key in it would be an error)."""
     from model import GPTConfig
-    g = train_settings()
-    configure(g, argv=[str(ROOT / 'config' / f'{name}.py')])
+    monkeypatch.setattr(sys, 'argv', ['train.py', str(ROOT / 'config' / f'{name}.py'), '--help'])
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / 'train.py'), run_name='__main__')
+    assert e.value.code == 0
+    g = {k: ast.literal_eval(v) for k, v in re.findall(r'^  --(\w+)=(.*)$', capsys.readouterr().out, re.M)
+         if k != 'debug'}
     vocab, params = CONFIGS[name]
     fields = {k: g[k] for k in GPTConfig().to_dict() if k != 'vocab_size'}
     with torch.device('meta'):  # shapes only: no memory, no time
@@ -327,3 +493,101 @@ def test_each_config_builds_the_model_its_comment_describes(name):
     assert model.num_params() == pytest.approx(params, rel=0.02)
     if name in ('train_tinystories', 'seed002'):  # their comments promise torchrun on 1, 2, 4 or 8 GPUs
         assert g['gradient_accumulation_steps'] % 8 == 0
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(short_run, tiny_data, tmp_path,
+                                                                                monkeypatch, capsys):
+    """A real full disk (a tmpfs with room for the run but not for one more checkpoint) where root may mount one,
+    else a write that fails as a full disk does."""
+    small = tmp_path / 'small'
+    small.mkdir()
+    room = sum(p.stat().st_size for p in short_run.iterdir()) + 200_000  # a checkpoint is ~480 KB
+    real = os.geteuid() == 0 and not subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={room}', 'tmpfs',
+                                                     str(small)], capture_output=True).returncode
+    if not real:
+        def full(obj, f, *args, **kwargs):
+            f.write(b'half a checkpoint')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        monkeypatch.setattr(torch, 'save', full)
+    try:
+        run = copy_run(short_run, small / 'run')
+        before = {name: sha(run / name) for name in ('last.pt', 'best.pt')}
+        line = one_line(*train_here(monkeypatch, capsys, tiny_data, run, '--init_from=resume', '--max_iters=30',
+                                    '--eval_interval=10', *SMALL))
+        assert f'the disk is full ({run}/last.pt)' in line, line
+        assert 'the previous last.pt (iteration 20) is intact, continue with --init_from=resume' in line, line
+        assert {name: sha(run / name) for name in before} == before
+        assert not [p.name for p in run.iterdir() if '.tmp' in p.name]
+    finally:
+        if real:
+            subprocess.run(['umount', str(small)])
+
+
+def test_wandb_without_a_login_is_one_line_before_any_file_is_touched(short_run, tiny_data, tmp_path, monkeypatch,
+                                                                      capsys):
+    pytest.importorskip('wandb')
+    for name in ('WANDB_MODE', 'WANDB_API_KEY', 'WANDB_DISABLED'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path))  # no ~/.netrc, no saved login
+    monkeypatch.setenv('WANDB_CONFIG_DIR', str(tmp_path / 'wandb-config'))
+    run = copy_run(short_run, tmp_path / 'run')
+    before = snapshot(run)
+    line = one_line(*train_here(monkeypatch, capsys, tiny_data, run, '--init_from=resume', '--max_iters=30',
+                                '--wandb_log=True'))
+    assert 'wandb' in line and 'wandb login' in line and 'WANDB_MODE=offline' in line, line
+    assert snapshot(run) == before and not (run / 'wandb').exists()
+
+
+@pytest.fixture(scope='module')
+def live_run(tiny_data, tmp_path_factory):
+    """A train.py process training in its out_dir, with a checkpoint written: (process, out_dir). It is stopped
+    (SIGSTOP): it holds out_dir without taking a core from the tests."""
+    out = tmp_path_factory.mktemp('live')
+    cmd = [sys.executable, str(ROOT / 'train.py'), f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY,
+           '--batch_size=2', '--gradient_accumulation_steps=16', '--max_iters=1000000', '--eval_interval=2',
+           '--eval_iters=1']
+    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / 'last.pt').exists():
+            assert p.poll() is None and time.time() < deadline, 'train.py did not start training'
+            time.sleep(0.1)
+        p.send_signal(signal.SIGSTOP)
+        yield p, out
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_second_run_on_a_busy_out_dir_is_refused_naming_the_first(live_run, tiny_data, monkeypatch, capsys):
+    p, out = live_run
+    line = one_line(*train_here(monkeypatch, capsys, tiny_data, out, '--overwrite=True'))  # the most dangerous one
+    assert f'{out} is in use by process {p.pid}' in line and 'train.py' in line, line
+    assert p.poll() is None  # the first run is still there
+
+
+def test_under_torchrun_a_refusal_is_printed_once_and_every_process_exits(live_run, tiny_data):
+    """Rank 0 cannot take out_dir; rank 1, which needs nothing from out_dir, must not wait for it forever."""
+    _, out = live_run
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(ROOT / 'train.py'),
+           f'--data_dir={tiny_data}', f'--out_dir={out}', *TINY, '--batch_size=4', '--gradient_accumulation_steps=2']
+    p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, 'OMP_NUM_THREADS': '1'}, capture_output=True, text=True,
+                       timeout=240)
+    assert p.returncode != 0  # torchrun then prints its own summary of the failed workers
+    assert p.stderr.count('is in use by process') == 1, p.stderr
+
+
+def test_a_second_stop_signal_stops_at_once_in_one_line_and_keeps_last_pt(live_run):
+    """Ctrl-C pressed twice. Two pending SIGINTs merge into one, so the second press is a SIGTERM, both sent while
+    the process is stopped: on waking it handles SIGINT (finish the step, then save), then SIGTERM (stop now)."""
+    p, out = live_run  # stopped
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGCONT)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 130
+    line = one_line(p.returncode, err)
+    held = int(re.fullmatch(rf'stopped at once without saving; {out}/last.pt holds iteration (\d+)', line)[1])
+    assert torch.load(out / 'last.pt', weights_only=True)['iter_num'] == held > 0
+    assert not [q.name for q in out.iterdir() if '.tmp' in q.name]

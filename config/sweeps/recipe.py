@@ -15,15 +15,16 @@ overrides = {'data_dir': 'data/recipe', 'time_budget': 300.0, 'max_iters': 1_000
              'warmup_iters': 50, 'eval_interval': 25, 'eval_iters': 10, 'log_interval': 25}
 # every run names its whole recipe, so none depends on what the demo config currently adopts
 _today = {'optimizer': 'adamw', 'learning_rate': 2e-3, 'min_lr': 2e-4, 'qk_norm': False, 'act': 'swiglu',
-         'zero_init': False, 'logit_softcap': 0.0}
+          'mlp_hidden': 320, 'zero_init': False, 'logit_softcap': 0.0}
 _muon = {'optimizer': 'muon', 'muon_lr': 0.04, 'learning_rate': 2e-3, 'min_lr': 2e-4}
 runs = {
     'baseline': _today,
     'muon': {**_today, **_muon},
     'qk_norm': {**_today, 'qk_norm': True},
-    'relu2': {**_today, 'act': 'relu2'},
+    'relu2': {**_today, 'act': 'relu2', 'mlp_hidden': 480},  # SwiGLU's parameters at width 320 (seed001_act.py)
     'zero_init': {**_today, 'zero_init': True},
     'logit_softcap': {**_today, 'logit_softcap': 15.0},
-    'candidate': {**_today, **_muon, 'qk_norm': True, 'act': 'relu2', 'zero_init': True, 'logit_softcap': 15.0},
+    'candidate': {**_today, **_muon, 'qk_norm': True, 'act': 'relu2', 'mlp_hidden': 480, 'zero_init': True,
+                  'logit_softcap': 15.0},
 }
 grid = {'seed': [1, 2, 3]}
