@@ -511,11 +511,16 @@ if __name__ == '__main__':
         sum(r.get('ms', 0) / 1000 * (r['iter'] - (done[i - 1]['iter'] if i else 0)) for i, r in enumerate(done))
     sched = tc.get('lr_schedule', 'cosine')
     sched = f"linear warmup over {tc.get('warmup_iters')} steps to {tc.get('learning_rate'):g}, then " + {
-        'cosine': f"cosine decay to {tc.get('min_lr'):g} at step {tc.get('lr_decay_iters') or tc.get('max_iters')}",
+        'cosine': f"cosine decay to {tc.get('min_lr'):g} " + (f"over a time budget of {tc['time_budget']:g} s of training"
+                                                          if tc.get('time_budget') else
+                                                          f"at step {tc.get('lr_decay_iters') or tc.get('max_iters')}"),
         'vaswani': 'decay as 1/sqrt(step) (Vaswani et al. 2017)', 'constant': 'constant'}.get(sched, sched)
     opt = tc.get('optimizer', 'adamw')  # checkpoints older than the setting all trained with AdamW
-    opt = (f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"
-           if opt == 'adamw' else f"{opt} (its settings are in the checkpoint's config)") + \
+    adamw = f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"
+    opt = (adamw if opt == 'adamw' else
+           f"Muon (peak rate {tc.get('muon_lr'):g}, momentum {tc.get('muon_momentum')}, weight decay "
+           f"{tc.get('muon_weight_decay')}) for the blocks' weight matrices; {adamw} for the rest" if opt == 'muon' else
+           f"{opt} (its settings are in the checkpoint's config)") + \
         (f", gradients clipped to norm {tc['grad_clip']:g}" if tc.get('grad_clip') else '')
     passes = f" ({seen / meta['splits']['train']['tokens']:.2f} passes over the training tokens)" if meta else ''
     doc.append(('table', ['training', "from the checkpoint's config and metrics.jsonl"], [

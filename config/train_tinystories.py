@@ -12,8 +12,10 @@ eval_iters = 100
 log_interval = 50
 wandb_run_name = 'llama-25m'
 
-# 8 layers x 512, 8 query heads of 64 sharing 4 key/value heads; SwiGLU hidden 1344 (8/3 x 512, rounded to 64);
-# tied embeddings: 4096 x 512 = 2.1M of the ~25M parameters.
+# 8 layers x 512, 8 query heads of 64 sharing 4 key/value heads; tied embeddings: 4096 x 512 = 2.1M of the ~25M
+# parameters. Issue 19's recipe, as measured on the CPU demo's scale (README, "The training recipe"; not yet on a
+# GPU): Muon for the blocks' matrices, QK-norm, and squared ReLU at the width that keeps the parameters of the
+# SwiGLU it replaces (2 x 512 x 2016 = 3 x 512 x 1344).
 n_layer = 8
 n_head = 8
 n_kv_head = 4
@@ -22,14 +24,18 @@ block_size = 512  # a story is ~200 tokens at this vocabulary: 512 spans two or 
 pos = 'rope'
 norm = 'rmsnorm'
 norm_pos = 'pre'
-act = 'swiglu'
+qk_norm = True
+act = 'relu2'
+mlp_hidden = 2016
 bias = False
 tie_weights = True
 dropout = 0.0  # 2.5 passes over 470M tokens: too little repetition to overfit
 
 batch_size = 32
 gradient_accumulation_steps = 8  # global: 32 x 8 x 512 = 131,072 tokens per step, split over 1-8 GPUs
-learning_rate = 1e-3  # small models tolerate (and want) higher rates than GPT-3's 6e-4
+optimizer = 'muon'
+muon_lr = 0.04  # the CPU scale's measured rate; torch.optim.Muon's default is 0.02
+learning_rate = 1e-3  # AdamW's, for embeddings and gains: small models tolerate higher rates than GPT-3's 6e-4
 max_iters = 10000
 lr_decay_iters = 10000
 warmup_iters = 300

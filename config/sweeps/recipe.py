@@ -26,5 +26,7 @@ runs = {
     'logit_softcap': {**_today, 'logit_softcap': 15.0},
     'candidate': {**_today, **_muon, 'qk_norm': True, 'act': 'relu2', 'mlp_hidden': 480, 'zero_init': True,
                   'logit_softcap': 15.0},
+    # what each component's run alone earned: Muon, QK-norm and squared ReLU, without zero-init and soft-capping
+    'recipe': {**_today, **_muon, 'qk_norm': True, 'act': 'relu2', 'mlp_hidden': 480},
 }
 grid = {'seed': [1, 2, 3]}
