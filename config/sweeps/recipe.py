@@ -2,7 +2,7 @@
 the new one (Muon with the architecture switches) and each component alone on today's recipe, 5 minutes of
 training each (evaluation excluded), 3 seeds; the CPU demo's model on the three local TinyStories train files
 with 5% held out. Then compare.py gives each recipe's exact val bpb and its time to the baseline's final loss."""
-# On a quiet machine (wall-clock figures; ~2 h for the 21 runs on 2 cores):
+# On a quiet machine (wall-clock figures; ~2.7 h for the 24 runs on 2 cores; README has the measured table):
 #   TS=../shared/data/tinystories
 #   python prepare.py --source=$TS/train-v1-head.txt,$TS/train-v2-head.txt,$TS/train-subset-maxme1.txt \
 #       --val_fraction=0.05 --tokenizer=bpe --vocab_size=4096 --out_dir=data/recipe
