@@ -154,12 +154,14 @@ def model_math(c):
         out.append(('qk_norm', 'QK-norm (Henry et al. 2020): each head\'s query and key vectors are RMS-normalised, '
                     f'with trained gains, before {"the rotation and " if c.pos == "rope" else ""}the scores, so no '
                     f'score exceeds sqrt({dh}) times the gains:',
-                    [rf'q \leftarrow g^Q \odot q \,/\, \sqrt{{\frac{{1}}{{{dh}}}\sum_{{i=1}}^{{{dh}}} q_i^2 + 10^{{-6}}}},'
+                    [rf'q \leftarrow g^Q \odot q \,/\, '
+                     rf'\sqrt{{\frac{{1}}{{{dh}}}\sum_{{i=1}}^{{{dh}}} q_i^2 + 10^{{-6}}}},'
                      r'\quad k \text{ likewise with } g^K']))
     name = {'gelu': 'GELU', 'geglu': 'GELU', 'relu': 'ReLU', 'relu2': 'ReLU2', 'silu': 'SiLU', 'swiglu': 'SiLU'}[c.act]
     phi, defn = {'GELU': (r'\mathrm{GELU}', r'\mathrm{GELU}(z) = z\,\Phi(z),\ \Phi \text{ the standard normal CDF}'),
                  'ReLU': (r'\mathrm{ReLU}', r'\mathrm{ReLU}(z) = \max(0, z)'),
-                 'ReLU2': (r'\mathrm{ReLU}^2', r'\mathrm{ReLU}^2(z) = \max(0, z)^2 \text{ (squared ReLU, So et al. 2021)}'),
+                 'ReLU2': (r'\mathrm{ReLU}^2',
+                           r'\mathrm{ReLU}^2(z) = \max(0, z)^2 \text{ (squared ReLU, So et al. 2021)}'),
                  'SiLU': (r'\mathrm{SiLU}', r'\mathrm{SiLU}(z) = z\,\sigma(z) = z / (1 + e^{-z})')}[name]
     if c.act in ('swiglu', 'geglu'):
         out.append((f'mlp:{c.act}', f'The MLP, gated ({"SwiGLU" if c.act == "swiglu" else "GeGLU"}, Shazeer 2020), '
@@ -177,7 +179,8 @@ def model_math(c):
                 [rf'z_t = {rf"{N}_f(x^{{({L})}}_t)" if final else rf"x^{{({L})}}_t"}\, {w_out}',
                  r'p_\theta(w_{t+1} = v \mid w_{\leq t}) = \mathrm{softmax}(z_t)_v']))
     if c.logit_softcap:
-        out.append(('softcap', f'Logit soft-capping (Gemma Team 2024): the logits pass through a scaled tanh, smooth and '
+        out.append(('softcap', 'Logit soft-capping (Gemma Team 2024): the logits pass through a scaled tanh, '
+                    'smooth and '
                     f'kept inside (-{c.logit_softcap:g}, {c.logit_softcap:g}):',
                     [rf'z_t \leftarrow {c.logit_softcap:g} \tanh(z_t / {c.logit_softcap:g})']))
     if c.tie_weights:
@@ -510,10 +513,10 @@ if __name__ == '__main__':
     secs = done[-1]['time'] if done and 'time' in done[-1] else \
         sum(r.get('ms', 0) / 1000 * (r['iter'] - (done[i - 1]['iter'] if i else 0)) for i, r in enumerate(done))
     sched = tc.get('lr_schedule', 'cosine')
+    decay_end = (f"over a time budget of {tc['time_budget']:g} s of training" if tc.get('time_budget') else
+                 f"at step {tc.get('lr_decay_iters') or tc.get('max_iters')}")
     sched = f"linear warmup over {tc.get('warmup_iters')} steps to {tc.get('learning_rate'):g}, then " + {
-        'cosine': f"cosine decay to {tc.get('min_lr'):g} " + (f"over a time budget of {tc['time_budget']:g} s of training"
-                                                          if tc.get('time_budget') else
-                                                          f"at step {tc.get('lr_decay_iters') or tc.get('max_iters')}"),
+        'cosine': f"cosine decay to {tc.get('min_lr'):g} {decay_end}",
         'vaswani': 'decay as 1/sqrt(step) (Vaswani et al. 2017)', 'constant': 'constant'}.get(sched, sched)
     opt = tc.get('optimizer', 'adamw')  # checkpoints older than the setting all trained with AdamW
     adamw = f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"

@@ -117,7 +117,8 @@ for _name, _ok, _range in [
         ('beta2', 0 <= beta2 < 1, 'in [0, 1)'), ('grad_clip', grad_clip >= 0, 'at least 0 (0 turns clipping off)'),
         ('min_lr', 0 <= min_lr <= learning_rate, f'in [0, learning_rate={learning_rate}]'),
         ('seed', 0 <= seed <= 2**32 - 1, 'in [0, 2**32 - 1]'), ('muon_lr', muon_lr > 0, 'above 0'),
-        ('muon_momentum', 0 <= muon_momentum < 1, 'in [0, 1)'), ('muon_weight_decay', muon_weight_decay >= 0, 'at least 0'),
+        ('muon_momentum', 0 <= muon_momentum < 1, 'in [0, 1)'),
+        ('muon_weight_decay', muon_weight_decay >= 0, 'at least 0'),
         ('time_budget', time_budget >= 0, 'at least 0 (0 turns it off)'),
         ('target_val_loss', target_val_loss >= 0, 'at least 0 (0 turns it off)')]:
     if not _ok:  # (a NaN fails every comparison, so it is refused too)
