@@ -30,8 +30,9 @@ import time
 import numpy as np
 import torch
 
+import data as data_module
+import decode
 import rundir
-import tokenizer
 from configurator import configure
 from device import autocast, check_device, peak_flops
 from model import GPT, GPTConfig
@@ -154,7 +155,7 @@ if data and os.path.isdir(data):
 if data:
     if not os.path.isfile(data):
         raise FileNotFoundError(f"--data={data} is not a file; pass a train.bin/val.bin written by prepare.py, or --data='' for random tokens")
-    meta = tokenizer.read_meta(os.path.dirname(data))  # the meta.json prepare.py wrote beside the .bin, checked
+    meta = data_module.read_meta(os.path.dirname(data))  # the meta.json prepare.py wrote beside the .bin, checked
     meta_path = os.path.join(os.path.dirname(data), 'meta.json')
     vocab_size, token_dtype = meta['vocab_size'], np.dtype(meta['dtype'])
     start_id = meta['eot_id']  # every story starts after <|endoftext|>
@@ -280,17 +281,16 @@ if profile and steps:
 sample = None
 if sample_tokens:
     model.eval().to(ptdtype)
-    if compile:
-        model.compile_decoding()
+    step = decode.compile_step(model) if compile else decode.decode_step
     prompt = torch.full((1, 1), start_id, dtype=torch.long, device=device)
 
-    def decode(batch, n, use_cache=True, temperature=0.0):
+    def timed_decode(batch, n, use_cache=True, temperature=0.0):
         """Generate n tokens after the prompt in each of `batch` rows -> (tokens, seconds)."""
         generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(batch)]
         sync()
         t = time.perf_counter()
-        out = model.generate(prompt.expand(batch, 1), n, temperature=temperature, use_cache=use_cache,
-                             generator=generators)
+        out = torch.stack(list(decode.generate(model, prompt.expand(batch, 1), n, temperature=temperature,
+                                               use_cache=use_cache, generator=generators, step=step)), 1)
         sync()
         return out, time.perf_counter() - t
 
@@ -315,7 +315,7 @@ if sample_tokens:
         if device_type == 'cuda':
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as prof:
-            _, s = decode(1, n)
+            _, s = timed_decode(1, n)
         attr = 'self_device_time_total' if device_type == 'cuda' else 'self_cpu_time_total'
         ops = sorted(((getattr(e, attr) / 1e3 / n, e.key) for e in prof.key_averages() if getattr(e, attr) > 0),
                      reverse=True)
@@ -325,18 +325,18 @@ if sample_tokens:
         return top, s * 1e3 / n
 
     t0 = time.perf_counter()
-    decode(1, min(8, sample_tokens))  # warm-up: allocation, kernel choice, and compiling the step
+    timed_decode(1, min(8, sample_tokens))  # warm-up: allocation, kernel choice, and compiling the step
     decode_warmup_s = time.perf_counter() - t0
-    runs = [decode(1, sample_tokens) for _ in range(3)]  # the fastest of 3: other processes only slow one down
+    runs = [timed_decode(1, sample_tokens) for _ in range(3)]  # the fastest of 3: other processes only slow one down
     cached, best_s = min(runs, key=lambda r: r[1])
-    uncached, uncached_s = decode(1, sample_tokens, use_cache=False)
+    uncached, uncached_s = timed_decode(1, sample_tokens, use_cache=False)
     parts, profiled_ms = breakdown(min(64, sample_tokens))
     weight_bytes = model.num_params(non_embedding=True) * ptdtype.itemsize  # each matrix is read once per token
     bandwidth = copy_bandwidth()
     batched = {}
     for b in sample_batches:  # sampling one story per row, as sample.py's num_samples does
-        decode(b, min(8, sample_tokens), temperature=1.0)  # warm-up (and a compile per batch size)
-        batched[str(b)] = b * sample_tokens / decode(b, sample_tokens, temperature=1.0)[1]
+        timed_decode(b, min(8, sample_tokens), temperature=1.0)  # warm-up (and a compile per batch size)
+        batched[str(b)] = b * sample_tokens / timed_decode(b, sample_tokens, temperature=1.0)[1]
     sample = dict(new_tokens=sample_tokens, batch_size=1, prompt_tokens=1, dtype=dtype, compiled=compile,
                   warmup_s=decode_warmup_s, runs_s=[s for _, s in runs],
                   cached_tokens_per_s=sample_tokens / best_s, ms_per_token=best_s * 1e3 / sample_tokens,

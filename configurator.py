@@ -32,7 +32,8 @@ DEBUG = False  # --debug=True: full tracebacks, for bug reports
 
 
 def setting_keys(g):
-    return [k for k, v in g.items() if not k.startswith('_') and isinstance(v, SETTING_TYPES)]
+    """The settings among a script's globals: lowercase names of plain values (UPPERCASE ones are constants)."""
+    return [k for k, v in g.items() if not k.startswith('_') and k == k.lower() and isinstance(v, SETTING_TYPES)]
 
 
 def unknown(key, keys, where):

@@ -13,6 +13,10 @@ from functools import lru_cache
 import torch
 
 DTYPES = ('float32', 'bfloat16', 'float16')
+# Every script's defaults: the GPU when there is one, in bfloat16 where it has bf16 units (float16 elsewhere, which
+# train.py pairs with a GradScaler); float32 on a CPU, where lower precision is rarely faster.
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+DTYPE = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if torch.cuda.is_available() else 'float32'
 
 
 def check_device(device):
@@ -28,13 +32,18 @@ def check_device(device):
     return device_type
 
 
-def autocast(device_type, dtype):
-    """The context every forward pass runs in: autocast to bfloat16/float16, or nothing for float32."""
+def torch_dtype(dtype):
+    """'float32' | 'bfloat16' | 'float16' -> the torch dtype; ValueError for anything else."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not known; use 'float32', 'bfloat16' or 'float16'")
-    if dtype == 'float32':
+    return getattr(torch, dtype)
+
+
+def autocast(device_type, dtype):
+    """The context every forward pass runs in: autocast to bfloat16/float16, or nothing for float32."""
+    if torch_dtype(dtype) == torch.float32:
         return nullcontext()
-    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+    return torch.autocast(device_type=device_type, dtype=torch_dtype(dtype))
 
 
 # Dense (no sparsity) tensor-core peaks from NVIDIA's datasheets, FLOP/s: (name pattern, bf16, fp16, tf32, fp32).

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import data
 import rundir
 import tokenizer
 from configurator import configure
-from device import DTYPES, autocast, check_device
-from model import GPT, GPTConfig
+from device import DEVICE, DTYPE, autocast, check_device
+from model import GPT
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -41,8 +42,8 @@ data_dir = ''           # '' = the data the checkpoint was trained on
 split = 'val'
 stride = 0              # tokens scored per window; 0 = block_size // 2
 batch_size = 32         # windows per forward pass
-device = 'cuda' if torch.cuda.is_available() else 'cpu'
-dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
+device = DEVICE
+dtype = DTYPE
 baseline = False        # also evaluate the untrained model (same architecture, random init, fixed seed)
 # -----------------------------------------------------------------------------
 
@@ -51,7 +52,6 @@ def windows(n_tokens, block_size, stride):
     """The sliding windows over a stream of n_tokens tokens, as (ends, scored, width): window i reads
     tokens[ends[i] - width : ends[i]], predicts tokens[ends[i] - width + 1 : ends[i] + 1], and scores
     only its last scored[i] predictions. Every prediction of tokens[1:] is scored in exactly one window."""
-    assert n_tokens >= 2 and 1 <= stride <= block_size
     last = n_tokens - 1              # the last token index, and the number of predictions
     width = min(block_size, last)    # a split shorter than a block is one short window
     ends = np.append(np.arange(width, last, stride), last)
@@ -59,18 +59,23 @@ def windows(n_tokens, block_size, stride):
     return ends, scored, width
 
 
-@torch.no_grad()
+def check(n_tokens, block_size, stride, batch_size=1):
+    """A one-line ValueError for arguments evaluate cannot honour (eval.py and report.py check them early)."""
+    for broken, message in ((n_tokens < 2, f"only {n_tokens} token(s) to evaluate; a split needs at least 2"),
+                            (not 1 <= stride <= block_size, f"stride must be in 1..block_size ({block_size}), or 0 "
+                             f"for half of it; got {stride}"),
+                            (batch_size < 1, f"batch_size must be at least 1, got {batch_size}")):
+        if broken:
+            raise ValueError(message)
+
+
+@torch.inference_mode()
 def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float32', n_bytes=None, progress=False):
     """Exact loss of model over the token stream `tokens` (array-like of ids, e.g. a np.memmap of a
     .bin file). Returns {'loss', 'ppl', 'tokens', 'windows', 'block_size', 'stride'} plus
     {'bytes', 'bpb'} when n_bytes, the UTF-8 size of the text, is given."""
     tokens = np.asarray(tokens)
-    if len(tokens) < 2:
-        raise ValueError(f"only {len(tokens)} token(s) to evaluate; a split needs at least 2")
-    if not 1 <= stride <= block_size:
-        raise ValueError(f"stride must be in 1..block_size ({block_size}), got {stride}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check(len(tokens), block_size, stride, batch_size)
     ends, scored, width = windows(len(tokens), block_size, stride)
     ctx = autocast(torch.device(device).type, dtype)
     offsets = np.arange(width + 1)
@@ -81,12 +86,11 @@ def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float
     for b in tqdm(range(0, len(ends), batch_size), desc='eval', unit='batch', leave=False, disable=not progress):
         e, k = ends[b:b + batch_size], scored[b:b + batch_size]
         chunk = torch.from_numpy(tokens[(e - width)[:, None] + offsets].astype(np.int64)).to(device)
-        x, y = chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()  # (B, width) each
-        with ctx:
-            logits, _ = model(x, y)  # passing targets gets logits at every position; its own loss is unused
-        # (it may carry label smoothing, and it is a mean; we want the plain summed negative log-likelihood)
-        keep = positions[None, :] >= width - torch.from_numpy(k).to(device)[:, None]  # (B, width)
-        total += F.cross_entropy(logits[keep].float(), y[keep], reduction='sum').double()
+        x, y = chunk[:, :-1], chunk[:, 1:]  # (B, width) each
+        keep = positions[None, :] >= width - torch.from_numpy(k).to(device)[:, None]  # (B, width): scored ones
+        with ctx:  # only the scored positions go through the output layer, the costliest matmul of a small model
+            logits = model.logits(model.trunk(x, positions)[keep])
+        total += F.cross_entropy(logits.float(), y[keep], reduction='sum').double()
     model.train(was_training)
     n = len(tokens) - 1
     loss = total.item() / n
@@ -97,7 +101,7 @@ def evaluate(model, tokens, block_size, stride, batch_size, device, dtype='float
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def token_logprobs(model, ids):
     """log p(ids[i] | ids[:i]) for i = 1..len(ids)-1 (a float tensor), each token predicted from up to block_size
     tokens before it: the windows of evaluate() with stride block_size // 2, so that -sum equals its summed loss."""
@@ -114,42 +118,19 @@ def token_logprobs(model, ids):
 
 if __name__ == '__main__':
     config = configure(globals())
-
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-    device_type = check_device(device)  # one-line exit for an unusable device
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    autocast(check_device(device), dtype)  # an unusable device or an unknown dtype: one line
+    check(2, 1, 1, batch_size)
     path = rundir.find_checkpoint(out_dir, ckpt)
-    model, checkpoint = GPT.from_checkpoint(path, device=device)  # weights_only load, one-line errors
-    block_size = checkpoint['model_args']['block_size']
+    model, checkpoint = GPT.from_checkpoint(path, device=device)
+    block_size, vocab_size = model.config.block_size, model.config.vocab_size
     stride = stride or block_size // 2 or 1
-    if not 1 <= stride <= block_size:
-        raise ValueError(f"stride must be in 1..{block_size} (the model's block_size), or 0 for half of it; "
-                         f"got {stride}")
+    check(2, block_size, stride)
 
     # The data, which must be tokenized exactly as the checkpoint's training data was.
     data_dir = data_dir or checkpoint.get('config', {}).get('data_dir', '')
-    meta = tokenizer.read_meta(data_dir)  # one-line exit when missing or damaged
-    if split not in meta.get('splits', {}):
-        raise ValueError(f"{data_dir} has no split {split!r}; use one of {sorted(meta.get('splits', {}))}")
-    if tokenizer.state_from_dir(data_dir) != checkpoint.get('tokenizer'):
-        raise ValueError(f"{data_dir} was tokenized differently from the data {path} was trained on; "
-                         "pass --data_dir=<data prepared with the same tokenizer>")
-    bin_path = os.path.join(data_dir, f'{split}.bin')
-    try:
-        tokens = np.memmap(bin_path, dtype=np.dtype(meta['dtype']), mode='r')
-    except (OSError, ValueError, TypeError) as e:
-        raise ValueError(f"can't read {bin_path} ({e}); re-run prepare.py for {data_dir}")
-    info = meta['splits'][split]
-    if len(tokens) != info['tokens']:
-        raise ValueError(f"{bin_path} holds {len(tokens)} tokens but meta.json says {info['tokens']}; "
-                         "re-run prepare.py with --force")
-    vocab_size = checkpoint['model_args']['vocab_size']
-    top = int(tokens.max()) if len(tokens) else 0  # an id past the vocabulary would fail deep inside the embedding
-    if top >= vocab_size:
-        raise ValueError(f"{bin_path} holds token id {top}, past the model's vocab_size={vocab_size}; re-run "
-                         "prepare.py for it, or pass --data_dir=<the data the model was trained on>")
+    tokenizer.check_same(data_dir, checkpoint.get('tokenizer'), path)
+    tokens = data.open_split(data_dir, split, vocab_size)
+    info = data.read_meta(data_dir)['splits'][split]
 
     t0 = time.time()
     result = evaluate(model, tokens, block_size, stride, batch_size, device, dtype, info['bytes'], progress=True)
@@ -159,7 +140,7 @@ if __name__ == '__main__':
     base = None
     if baseline:
         torch.manual_seed(0)  # a fixed seed: the same untrained model every time
-        untrained = GPT(GPTConfig.from_dict(checkpoint['model_args'])).to(device)
+        untrained = GPT(model.config).to(device)
         base = evaluate(untrained, tokens, block_size, stride, batch_size, device, dtype, info['bytes'], progress=True)
         print(f"untrained baseline: loss {base['loss']:.4f}, ppl {base['ppl']:.2f}, {base['bpb']:.4f} bits/byte "
               f"(a uniform guess over the {vocab_size} tokens: ppl {vocab_size})")

@@ -8,16 +8,23 @@ matrix with the same singular vectors and all singular values ~1, found by a few
 Every direction of a weight matrix then moves at the same rate, however small its gradient; embeddings and
 the head (lookups and a classifier, not hidden-layer maps) and vectors stay with AdamW [2].
 
+Every parameter group keeps its peak rate ('peak_lr'); the schedule (get_lr) scales all of them alike, and step()
+applies the rates, clips and steps: train.py and bench.py step the same way.
+
 References:
  [1] Jordan et al. 2024, Muon: An optimizer for hidden layers in neural networks (kellerjordan.github.io/posts/muon);
      torch.optim.Muon (torch >= 2.9) implements it
  [2] Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization (AdamW)
+ [3] Loshchilov & Hutter 2017, SGDR: Stochastic Gradient Descent with Warm Restarts (cosine decay)
+ [4] Vaswani et al. 2017, Attention Is All You Need, eq. 3 (warmup, then 1/sqrt(step))
 """
 import inspect
+import math
 
 import torch
 
 OPTIMIZERS = ('adamw', 'muon')
+SCHEDULES = ('cosine', 'vaswani', 'constant')
 
 
 def newton_schulz(G, steps=5, eps=1e-7, dtype=torch.float32, coefficients=(3.4445, -4.7750, 2.0315)):
@@ -67,12 +74,18 @@ class Muon(torch.optim.Muon):
 def configure_optimizers(model, optimizer, learning_rate, betas, weight_decay, muon_lr, muon_momentum,
                          muon_weight_decay, device_type):
     """The optimizers for model's trainable parameters, each parameter in exactly one group: [AdamW], or for
-    optimizer='muon' [AdamW, Muon] with Muon taking the 2-D weights of model.blocks."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is not known; use 'adamw' or 'muon'")
-    if optimizer == 'muon' and not (muon_lr > 0 and 0 <= muon_momentum < 1 and muon_weight_decay >= 0):
-        raise ValueError(f'muon_lr={muon_lr} must be > 0, muon_momentum={muon_momentum} in [0, 1) and '
-                         f'muon_weight_decay={muon_weight_decay} >= 0; e.g. 0.02, 0.95 and 0')
+    optimizer='muon' [AdamW, Muon] with Muon taking the 2-D weights of model.blocks. Every setting is checked here,
+    in one line naming it, before any optimizer exists."""
+    for broken, message in (
+            (optimizer not in OPTIMIZERS, f"optimizer={optimizer!r} is not known; use 'adamw' or 'muon'"),
+            (not learning_rate > 0, f'learning_rate={learning_rate} must be above 0'),  # (a NaN fails every test)
+            *[(not 0 <= b < 1, f'beta{i}={b} must be in [0, 1)') for i, b in enumerate(betas, 1)],
+            (not weight_decay >= 0, f'weight_decay={weight_decay} must be at least 0'),
+            (not muon_lr > 0, f'muon_lr={muon_lr} must be above 0 (e.g. 0.02)'),
+            (not 0 <= muon_momentum < 1, f'muon_momentum={muon_momentum} must be in [0, 1) (e.g. 0.95)'),
+            (not muon_weight_decay >= 0, f'muon_weight_decay={muon_weight_decay} must be at least 0')):
+        if broken:
+            raise ValueError(message)
     params = [p for p in model.parameters() if p.requires_grad]
     matrices = [p for p in model.blocks.parameters() if p.requires_grad and p.dim() == 2] if optimizer == 'muon' else []
     rest = [p for p in params if id(p) not in set(map(id, matrices))]
@@ -84,4 +97,56 @@ def configure_optimizers(model, optimizer, learning_rate, betas, weight_decay, m
     if matrices:  # bf16 Newton-Schulz where the hardware has fast bf16 (CUDA), fp32 elsewhere
         optimizers.append(Muon(matrices, lr=muon_lr, momentum=muon_momentum, weight_decay=muon_weight_decay,
                                ns_dtype=torch.bfloat16 if device_type == 'cuda' else torch.float32))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group['peak_lr'] = group['lr']  # the schedule scales every group's own peak alike
     return optimizers
+
+
+def get_lr(step, seconds, learning_rate, min_lr=0.0, warmup_iters=0, decay_iters=1, schedule='cosine',
+           time_budget=0.0):
+    """AdamW's rate at optimizer step `step` (1-based) after `seconds` of training (every group's rate is scaled
+    alike, see step()): a linear warmup over warmup_iters steps (Adam's early moment estimates are noisy), then
+    - 'cosine' [3]: down to min_lr at decay_iters, or with a time_budget when that many seconds are spent if that
+      comes first: the rate then reaches its floor when the budget runs out, whatever the machine's speed;
+    - 'vaswani' [4]: d_model^-0.5 * min(step^-0.5, step * warmup^-1.5) without the d_model factor, normalised to
+      peak at learning_rate when the warmup ends, i.e. a decay as 1/sqrt(step); 'constant': no decay.
+    Bad settings are a one-line ValueError: call it once before training to check them."""
+    for broken, message in (
+            (schedule not in SCHEDULES, f"lr_schedule={schedule!r} is not known; use {', '.join(map(repr, SCHEDULES))}"),
+            (not learning_rate > 0, f'learning_rate={learning_rate} must be above 0'),
+            (not 0 <= min_lr <= learning_rate, f'min_lr={min_lr} must be in [0, learning_rate={learning_rate}]'),
+            (warmup_iters < 0, f'warmup_iters={warmup_iters} must be at least 0'),
+            (schedule == 'vaswani' and warmup_iters < 1, "lr_schedule='vaswani' needs warmup_iters >= 1 (its peak is "
+             "at the end of warmup)"),
+            (schedule == 'cosine' and decay_iters < warmup_iters, f'lr_decay_iters={decay_iters} must be at least '
+             f'warmup_iters={warmup_iters} (the cosine decays after the warmup), or 0 to decay until max_iters'),
+            (not time_budget >= 0, f'time_budget={time_budget} must be at least 0 (0 turns it off)')):
+        if broken:
+            raise ValueError(message)
+    if schedule == 'vaswani':
+        return learning_rate * min(math.sqrt(warmup_iters / step), step / warmup_iters)
+    warm = learning_rate * step / warmup_iters if step <= warmup_iters else learning_rate
+    if schedule == 'constant':
+        return warm
+    progress = max((step - warmup_iters) / max(decay_iters - warmup_iters, 1), seconds / time_budget if time_budget else 0)
+    progress = min(max(progress, 0.0), 1.0)
+    # the min is the warmup until it ends, and keeps a time-based cosine (already under way) continuous
+    return min(warm, min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr))
+
+
+def step(optimizers, scaler, params, lr_scale, grad_clip):
+    """One update from the accumulated gradients: every group at lr_scale times its peak rate, gradients clipped to
+    global norm grad_clip (0: not clipped), the scaler's fp16 bookkeeping, and the gradients cleared."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group['lr'] = group['peak_lr'] * lr_scale
+    if grad_clip > 0:
+        for opt in optimizers:
+            scaler.unscale_(opt)  # clip the true gradients, not the fp16-scaled ones
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    for opt in optimizers:
+        scaler.step(opt)  # with fp16, skips the step if the gradients overflowed
+    scaler.update()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)

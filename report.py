@@ -32,12 +32,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+import data
+import rundir
 import tokenizer
 from device import check_device
-import rundir
 from eval import evaluate, token_logprobs
 from model import GPT, GPTConfig
-from sample import beam_search
+from decode import beam_search, generate
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -408,7 +409,7 @@ if __name__ == '__main__':
     readable = os.path.isfile(os.path.join(ddir, 'meta.json'))
     if data_dir and not readable:
         raise SystemExit(f"no meta.json in {data_dir}; pass --data_dir=<a directory made by prepare.py>")
-    meta = tokenizer.read_meta(ddir) if readable else ck.get('meta')  # the checkpoint keeps a copy of meta.json
+    meta = data.read_meta(ddir) if readable else ck.get('meta')  # the checkpoint keeps a copy of meta.json
     if readable and tokenizer.state_from_dir(ddir) != ck['tokenizer']:
         raise SystemExit(f"{ddir} was tokenized differently from the data {ckpt_path} was trained on; "
                          "pass --data_dir=<data prepared with the same tokenizer>")
@@ -462,8 +463,9 @@ if __name__ == '__main__':
                 out = beam_search(model, x, max_new_tokens, kw['beam_width'], eos_id=eot)
             else:
                 g = torch.Generator(device=device).manual_seed(seed + p)
-                out = model.generate(x.expand(1 if kw['temperature'] == 0 else n, -1), max_new_tokens, eos_id=eot,
-                                     generator=g, **kw)
+                rows = x.expand(1 if kw['temperature'] == 0 else n, -1)
+                out = torch.cat([rows, torch.stack(list(generate(model, rows, max_new_tokens, eos_id=eot, generator=g,
+                                                                 **kw)), 1)], 1)
             for new in (out[:, x.size(1):].tolist() * n)[:n]:
                 stories[name].append((p, new[:new.index(eot) + 1] if eot in new else new))
         texts = [new[:-1] if new[-1] == eot else new for _, new in stories[name]]  # the story itself, without the eot

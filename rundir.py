@@ -9,7 +9,8 @@ Three promises, kept here once for every script:
   flushes it to disk, then renames it over path in one step: a reader, a crash or a full disk leaves either
   the old file or the new one, never a mix, and the temporary file is removed on every failure path.
 - Nothing of value is overwritten by accident. run_files(dir) lists what a training run left in dir, so
-  train.py can refuse a fresh run there.
+  claim() refuses a fresh run there.
+Also the one reader of metrics.jsonl and the one definition of what it measures: time_to_target.
 """
 import contextlib
 import errno
@@ -18,6 +19,8 @@ import json
 import os
 import re
 import sys
+
+from configurator import describe
 
 try:
     import fcntl
@@ -138,3 +141,74 @@ def run_files(out_dir):
     if os.path.isfile(metrics) and os.path.getsize(metrics) > 0:
         found.append(METRICS)
     return found
+
+
+def claim(out_dir, resume_at=None, overwrite=False):
+    """Take out_dir for a training run -> (its lock, the metrics records to keep), writing nothing. A fresh run
+    (resume_at None) refuses a directory that holds another run unless overwrite; a resumed one keeps the records
+    up to its checkpoint's iteration resume_at (later ones, a crash's or a finished run's end, go)."""
+    held = lock(out_dir)
+    found = run_files(out_dir)
+    if resume_at is None and found and not overwrite:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(found)}): continue it with --init_from=resume, "
+                         f"or start over with --overwrite=True (replaces it) or another --out_dir")
+    path = os.path.join(out_dir, METRICS)
+    if resume_at is None or not os.path.exists(path):
+        return held, []
+    return held, [r for r in read_metrics(path) if r['iter'] <= resume_at and r['kind'] not in ('done', 'diverged')]
+
+
+def start_metrics(out_dir, kept, fresh):
+    """Write out_dir's metrics.jsonl anew with the records kept (a fresh run also removes the checkpoints of the
+    run it replaces) -> the log open for appending, line-buffered so that plots can follow a live run."""
+    path = os.path.join(out_dir, METRICS)
+    with atomic_open(path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in kept)
+    for name in CHECKPOINTS if fresh else ():
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, name))
+    return open(path, 'a', buffering=1)
+
+
+def save(out_dir, names, write, held_iter=None):
+    """write(f) the same checkpoint into out_dir/<name> for each name, atomically. A failure (a full disk) leaves
+    the previous file whole and raises an OSError saying so, and which iteration last.pt holds (held_iter)."""
+    for name in names:
+        path = os.path.join(out_dir, name)
+        try:
+            with atomic_open(path, 'wb') as f:
+                write(f)
+        except (OSError, RuntimeError) as e:
+            cause = e.__context__ if isinstance(e, RuntimeError) else e  # torch.save wraps a failed write
+            if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+                raise cause from None  # a second Ctrl-C during the write
+            if not isinstance(cause, OSError):
+                raise
+            cause.filename = cause.filename or path
+            held = f" (iteration {held_iter})" if name == 'last.pt' and held_iter is not None else ''
+            intact = f"the previous {name}{held} is intact" if os.path.exists(path) else f"no {name} was written"
+            resume = ', continue with --init_from=resume' if os.path.exists(os.path.join(out_dir, 'last.pt')) else ''
+            raise OSError(f"{describe(cause)}; {intact}{resume}") from None
+
+
+def time_to_target(evals, target, key='time'):
+    """When a run's val loss first reaches target, from its 'eval' records in order: the record's key ('time':
+    seconds of training; 'tokens'; 'iter') linearly interpolated between the evaluation before the crossing and the
+    one at or below target. None if it never does. train.py's 'target' record, sweep.py and compare.py all use it."""
+    for before, r in zip([None] + evals, evals):
+        if r['val_loss'] <= target:
+            if before is None or before['val_loss'] == r['val_loss']:
+                return r[key]
+            f = (before['val_loss'] - target) / (before['val_loss'] - r['val_loss'])
+            return before[key] + f * (r[key] - before[key])
+    return None
+
+
+def fmt(x, spec='.4f'):
+    """A number for a table: '-' when there is none."""
+    return '-' if x is None else format(x, spec)
+
+
+def markdown_table(head, rows):
+    """Lines of a Markdown table."""
+    return ['| ' + ' | '.join(map(str, r)) + ' |' for r in [head, ['---'] * len(head), *rows]]

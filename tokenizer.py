@@ -21,6 +21,8 @@ from functools import lru_cache
 import regex
 import tiktoken
 
+from data import read_meta
+
 EOT = '<|endoftext|>'
 # GPT-2's pre-tokenizer (Radford et al. 2019, encoder.py): English contractions, optionally
 # space-prefixed runs of letters / of digits / of other symbols, and whitespace, where a run of
@@ -252,38 +254,6 @@ def bpe_from_json(text, where='tokenizer.json'):
 # what other scripts call: the tokenizer of a prepared data directory, or of a checkpoint
 
 
-def read_meta(data_dir):
-    """data_dir/meta.json as prepare.py wrote it; every script reads it here. FileNotFoundError when there is
-    none, ValueError naming the field when it is damaged: either way, prepare.py makes a good one."""
-    path = os.path.join(data_dir, 'meta.json')
-    fix = f're-run python prepare.py --out_dir={data_dir} --force'
-    try:
-        with open(path, encoding='utf-8') as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no prepared data in {data_dir} ({path} is missing); "
-                                f"run python prepare.py --out_dir={data_dir}") from None
-    except ValueError as e:  # not JSON, or not UTF-8
-        raise ValueError(f"{path} is damaged (not JSON: {e}); {fix}") from None
-    m = meta if isinstance(meta, dict) else {}
-    vocab, eot, splits = m.get('vocab_size'), m.get('eot_id'), m.get('splits')
-    problem = None
-    if not isinstance(meta, dict):
-        problem = 'not a JSON object'
-    elif m.get('tokenizer') not in ('bpe', 'gpt2'):
-        problem = f"tokenizer {m.get('tokenizer')!r} is not 'bpe' or 'gpt2'"
-    elif m.get('dtype') not in ('uint16', 'uint32'):
-        problem = f"dtype {m.get('dtype')!r} is not 'uint16' or 'uint32'"
-    elif not (type(vocab) is int and type(eot) is int and 0 <= eot < vocab):
-        problem = f'vocab_size={vocab!r}, eot_id={eot!r}: need whole numbers with 0 <= eot_id < vocab_size'
-    elif not (isinstance(splits, dict) and {'train', 'val'} <= set(splits) and all(
-            isinstance(v, dict) and type(v.get('tokens')) is int and v['tokens'] >= 0 for v in splits.values())):
-        problem = 'splits must give the token count of train and val'
-    if problem:
-        raise ValueError(f"{path} is damaged ({problem}); {fix}")
-    return meta
-
-
 def state_from_dir(data_dir):
     """A small plain dict (str/int/None: safe for torch.load(weights_only=True)) that fully describes the
     tokenizer of data_dir; checkpoints store it so that sampling needs no data directory."""
@@ -316,6 +286,21 @@ def from_state(state):
         raise ValueError(f"the {name} tokenizer found has {enc.n_vocab} tokens / eot {enc.eot_token}, but the "
                          f"data was made with {n_vocab} / {eot_id}; point GPT2_DIR at the files used then")
     return enc
+
+
+def from_checkpoint(ckpt, path):
+    """tiktoken Encoding of the tokenizer a train.py checkpoint (a dict, read from path) recorded."""
+    if 'tokenizer' not in ckpt:
+        raise ValueError(f"{path} records no tokenizer, so its token ids can't be read; use a checkpoint written "
+                         "by train.py")
+    return from_state(ckpt['tokenizer'])
+
+
+def check_same(data_dir, state, path):
+    """ValueError unless data_dir was tokenized as the data of the checkpoint at path (its tokenizer state)."""
+    if state_from_dir(data_dir) != state:
+        raise ValueError(f"{data_dir} was tokenized differently from the data {path} was trained on; pass "
+                         "--data_dir=<data prepared with the same tokenizer>")
 
 
 def from_dir(data_dir):

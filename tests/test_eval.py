@@ -155,7 +155,7 @@ def test_bad_input_exits_with_one_line_naming_the_problem(monkeypatch, capsys, t
     shutil.copytree(tiny_data, wild)
     n = len(split(tiny_data)[0])
     np.full(n, 600, dtype=np.uint16).tofile(wild / 'val.bin')
-    assert 'token id 600, past the model\'s vocab_size=512' in error(monkeypatch, capsys, ck, f'--data_dir={wild}')
+    assert 'token id 600, past vocab_size=512' in error(monkeypatch, capsys, ck, f'--data_dir={wild}')
     (tmp_path / 'bad.pt').write_bytes(b'\x00' * 64)
     assert 'bad.pt' in error(monkeypatch, capsys, f'--out_dir={tmp_path}', '--ckpt=bad.pt')
     assert not (tmp_path / 'eval.json').exists()

@@ -15,6 +15,7 @@ from conftest import ROOT, run_script
 sys.path.insert(0, str(ROOT))
 import export  # noqa: E402
 from configurator import describe  # noqa: E402
+from decode import generate  # noqa: E402
 import tokenizer  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -68,7 +69,7 @@ def test_exported_model_gives_our_logits_and_greedy_tokens(exports, name):
         ours, theirs = model(x, targets=x)[0], hf(input_ids=x).logits
     assert theirs.shape == (1, x.size(1), V)  # exactly vocab_size: the padded ids are absent
     assert (ours - theirs).abs().max() <= 1e-4
-    ours = model.generate(x[:, :8], 20, temperature=0, eos_id=eot)
+    ours = torch.cat([x[:, :8], torch.stack(list(generate(model, x[:, :8], 20, temperature=0, eos_id=eot)), 1)], 1)
     theirs = hf.generate(x[:, :8], attention_mask=torch.ones_like(x[:, :8]), max_new_tokens=20, do_sample=False)
     assert theirs.tolist() == ours.tolist() and ours.size(1) == 8 + 20  # no early <|endoftext|>: all 20 compared
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
-from optim import Muon, configure_optimizers, newton_schulz
+from optim import Muon, configure_optimizers, get_lr, newton_schulz
 
 torch.set_num_threads(1)
 
@@ -88,4 +88,26 @@ def test_bad_optimizer_settings_raise_one_line_value_errors():
                  lambda: configure_optimizers(model, 'muon', 1e-3, (0.9, 0.95), 0.1, -0.02, 0.95, 0.0, 'cpu')):
         with pytest.raises(ValueError) as e:
             call()
+        assert '\n' not in str(e.value)
+
+
+def test_with_a_time_budget_the_cosine_reaches_min_lr_exactly_when_the_budget_runs_out():
+    """The schedule as a function of the training seconds spent, not of real time: the cosine is halfway at half
+    the budget and at min_lr at its end, whatever step the run has reached; warmup still ramps by steps; and
+    decay_iters still ends the decay if it comes first."""
+    lr = dict(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, decay_iters=10**9, time_budget=300.0)
+    for step in (50, 5000):
+        assert get_lr(step, 150.0, **lr) == pytest.approx(5.5e-4) and get_lr(step, 300.0, **lr) == pytest.approx(1e-4)
+    assert get_lr(5, 1.0, **lr) == pytest.approx(5e-4)  # warmup
+    lrs = [get_lr(11 + s, s, **lr) for s in range(0, 301, 5)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-4)
+    lr['decay_iters'] = 110
+    assert get_lr(60, 30.0, **lr) == pytest.approx(5.5e-4) and get_lr(110, 30.0, **lr) == pytest.approx(1e-4)
+
+
+def test_bad_schedule_settings_raise_one_line_value_errors():
+    for kw in (dict(schedule='linear'), dict(min_lr=2e-3), dict(warmup_iters=20, decay_iters=10),
+               dict(schedule='vaswani', warmup_iters=0), dict(time_budget=-1.0)):
+        with pytest.raises(ValueError) as e:
+            get_lr(1, 0.0, **{'learning_rate': 1e-3, **kw})
         assert '\n' not in str(e.value)

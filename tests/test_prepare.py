@@ -16,6 +16,7 @@ from conftest import ROOT, run_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import configurator  # noqa: E402
+import data  # noqa: E402
 import prepare  # noqa: E402  (the script part is main(): importing it runs nothing)
 import rundir  # noqa: E402
 import tokenizer  # noqa: E402
@@ -25,7 +26,7 @@ EOT = tokenizer.EOT
 
 def decoded_stories(data_dir, split):
     """The stories in data_dir/split.bin, decoded: the file is <eot> story <eot> story ..."""
-    meta = tokenizer.read_meta(data_dir)
+    meta = data.read_meta(data_dir)
     ids = np.fromfile(Path(data_dir) / f'{split}.bin', dtype=meta['dtype'])
     enc = tokenizer.from_dir(data_dir)
     assert len(ids) and ids[0] == enc.eot_token
@@ -130,7 +131,7 @@ def test_rows_whose_text_is_not_a_string_are_counted_and_reported(tmp_path, caps
     assert warnings == [f"warning: skipped 6 rows whose 'text' is not a string (5 in {tmp_path}/a.jsonl, "
                         f"1 in {tmp_path}/b.parquet)"]
     assert decoded_stories(out, 'train') == ['First story.', 'Second story.', 'Third story.']
-    assert tokenizer.read_meta(out)['not_text_rows'] == 6
+    assert data.read_meta(out)['not_text_rows'] == 6
 
 
 def test_table_errors_are_one_line(tmp_path):
@@ -330,7 +331,7 @@ def test_a_second_prepare_into_the_same_out_dir_fails_naming_the_first(shared_da
         first.stdout.read()
         assert first.wait(timeout=120) == 0
     assert sorted(snapshot(out)) == ['meta.json', 'tokenizer.json', 'train.bin', 'val.bin']
-    assert tokenizer.read_meta(out)['vocab_size'] == 290 and decoded_stories(out, 'train')
+    assert data.read_meta(out)['vocab_size'] == 290 and decoded_stories(out, 'train')
 
 
 @pytest.fixture
@@ -429,7 +430,7 @@ def test_files_prepare_did_not_write_are_never_removed_or_replaced(shared_data, 
     with pytest.raises(ValueError, match='holds train.bin, val.bin that no meta.json'):
         prepare_main(f'--source={src}', '--val_fraction=0.2', '--tokenizer=gpt2', '--max_stories=3', f'--out_dir={theirs}')
     prepare_main(f'--source={src}', '--val_fraction=0.2', '--vocab_size=260', f'--out_dir={theirs}', '--force')
-    assert tokenizer.read_meta(theirs)['tokenizer_file'] == 'tokenizer.json' and (theirs / 'notes.txt').exists()
+    assert data.read_meta(theirs)['tokenizer_file'] == 'tokenizer.json' and (theirs / 'notes.txt').exists()
     prepare_main(f'--source={src}', '--val_fraction=0.2', '--vocab_size=260', f'--out_dir={out}')
     prepare_main(f'--source={src}', '--val_fraction=0.2', '--tokenizer=gpt2', f'--out_dir={out}')
     assert sorted(snapshot(out)) == ['meta.json', 'train.bin', 'val.bin']

@@ -14,16 +14,15 @@ from configurator import describe
 from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT))
-from model import GPT, GPTConfig  # noqa: E402
-from sample import beam_search  # noqa: E402
+from decode import beam_search, generate  # noqa: E402
+from model import GPT  # noqa: E402
 
 SEP = '\n---------------\n'
 
 
-def build(seed=0, **kw):
-    """A small random model: 2 layers, 4 heads of 8 dims, vocab 50, block 16."""
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(**{'vocab_size': 50, 'block_size': 16, 'n_layer': 2, 'n_head': 4, 'n_embd': 32, **kw})).eval()
+def new_tokens(model, x, n, **kw):
+    """The (B, n) tokens decode.generate continues x (B, T) with."""
+    return torch.stack(list(generate(model, x, n, **kw)), 1)
 
 
 def sample(monkeypatch, capsys, ckpt_dir, *args, stdin=None):
@@ -64,56 +63,6 @@ def test_same_seed_same_stories_other_seed_other_stories(monkeypatch, capsys, ti
     assert a != c and a[0] != a[1]
 
 
-def test_greedy_equals_beam_search_of_width_1(tiny_ckpt):
-    model, enc = load(tiny_ckpt)
-    for text in ['Once upon a time', 'The dog was', '']:
-        x = torch.tensor([[enc.eot_token] + enc.encode(text)])
-        greedy = model.generate(x, 30, temperature=0, eos_id=enc.eot_token)
-        assert torch.equal(beam_search(model, x, 30, 1, eos_id=enc.eot_token), greedy), text
-
-
-def test_beam_width_one_is_greedy():
-    """beam_search with beam_width=1 returns exactly the greedy continuation, with and without an eos."""
-    model = build(pos='rope')
-    prompt = torch.randint(0, 50, (1, 5))
-    greedy = model.generate(prompt, 30, temperature=0)
-    assert torch.equal(beam_search(model, prompt, 30, 1), greedy)
-    eos = greedy[0, 12].item()
-    assert torch.equal(beam_search(model, prompt, 30, 1, eos_id=eos), model.generate(prompt, 30, temperature=0, eos_id=eos))
-
-
-@pytest.mark.parametrize('block_size', [8, 5])
-def test_wide_beam_finds_the_most_probable_continuation(block_size):
-    """A beam as wide as all 2-token prefixes keeps every candidate, so over 3 new tokens it returns the exact
-    argmax of the joint log-probability of all 12^3 continuations. Block 8 checks that cache rows follow their
-    beams; block 5 also slides the window (it keeps the newest 2 tokens once a 6th arrives). Weights are scaled
-    up so each token's distribution depends strongly on its context (a stale cache row then shows)."""
-    conts = torch.tensor(list(itertools.product(range(12), repeat=3)))  # (1728, 3)
-    for seed in range(4):
-        model = build(pos='learned', vocab_size=12, block_size=block_size, seed=seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.mul_(6)
-        prompt = torch.randint(0, 12, (1, 4))
-        best = beam_search(model, prompt, 3, beam_width=144)
-        seqs = torch.cat([prompt.expand(len(conts), 4), conts], 1)
-        logp = 0
-        for n in range(4, 7):  # each step's distribution, from the same window the generator uses
-            window = seqs[:, :n] if n <= block_size else seqs[:, n - block_size // 2:n]
-            logp = logp + torch.log_softmax(model(window)[0][:, -1], -1).gather(1, seqs[:, n:n + 1])[:, 0]
-        assert torch.equal(best[0], seqs[logp.argmax()])
-
-
-def test_beam_search_rejects_bad_arguments_with_one_line():
-    """A batch of prompts, an empty prompt and a zero beam width raise ValueError with a one-line message."""
-    model = build()
-    idx = torch.zeros(1, 3, dtype=torch.long)
-    for args in ((idx.expand(2, 3), 5, 2), (idx[:, :0], 5, 2), (idx, 5, 0)):
-        with pytest.raises(ValueError) as e:
-            beam_search(model, *args)
-        assert '\n' not in str(e.value)
-
-
 def test_greedy_top_k_1_and_tiny_top_p_print_the_same_story(monkeypatch, capsys, tiny_ckpt):
     """top_k=1 and a tiny nucleus leave one candidate, the most likely token, whatever the temperature
     and seed; and the streamed text is the decoding of the model's greedy tokens."""
@@ -123,7 +72,7 @@ def test_greedy_top_k_1_and_tiny_top_p_print_the_same_story(monkeypatch, capsys,
     assert top_k == top_p == greedy * 3  # num_samples defaults to 3: three times the same story
     model, enc = load(tiny_ckpt)
     ids = [enc.eot_token] + enc.encode('Lily saw')
-    new = model.generate(torch.tensor([ids]), 40, temperature=0, eos_id=enc.eot_token)[0, len(ids):].tolist()
+    new = new_tokens(model, torch.tensor([ids]), 40, temperature=0, eos_id=enc.eot_token)[0].tolist()
     assert greedy[0] == 'Lily saw' + enc.decode(new[:new.index(enc.eot_token)] if enc.eot_token in new else new)
 
 
@@ -144,11 +93,11 @@ def test_sample_i_is_the_models_draw_with_seed_plus_i(monkeypatch, capsys, tiny_
     streamed = sample(monkeypatch, capsys, tiny_ckpt, *args, '--stream=True')
     model, enc = load(tiny_ckpt)
     x = torch.tensor([[enc.eot_token] + enc.encode('“Mom')])
-    rows = model.generate(x.expand(4, -1), 40, temperature=1.3,
-                          generator=[torch.Generator().manual_seed(11 + i) for i in range(4)])[:, x.size(1):]
+    rows = new_tokens(model, x.expand(4, -1), 40, temperature=1.3,
+                      generator=[torch.Generator().manual_seed(11 + i) for i in range(4)])
     assert batched == ['“Mom' + enc.decode(row) for row in rows.tolist()]
     for i, story in enumerate(streamed):
-        new = model.generate(x, 40, temperature=1.3, generator=torch.Generator().manual_seed(11 + i))[0, x.size(1):]
+        new = new_tokens(model, x, 40, temperature=1.3, generator=torch.Generator().manual_seed(11 + i))[0]
         assert story == '“Mom' + enc.decode(new.tolist())
     assert len(set(batched)) == 4 and sample(monkeypatch, capsys, tiny_ckpt, *args) == batched  # same seed, same stories
 
@@ -161,9 +110,9 @@ def test_characters_split_across_tokens_print_whole(monkeypatch, capsys, tiny_ck
     ids = enc.encode(text)
     assert any(not enc.decode_single_token_bytes(t).decode('utf-8', 'ignore') for t in ids)  # truly split
 
-    def scripted(self, idx, max_new_tokens, **kwargs):
+    def scripted(model, idx, max_new_tokens, **kwargs):
         yield from (torch.tensor([t]) for t in ids + [enc.eot_token])
-    monkeypatch.setattr(GPT, 'generate_stream', scripted)
+    monkeypatch.setattr('decode.generate', scripted)
     assert sample(monkeypatch, capsys, tiny_ckpt, '--start=Then', '--num_samples=1') == ['Then' + text]
 
 

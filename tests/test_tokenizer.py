@@ -202,23 +202,3 @@ def test_state_is_plain_and_rebuilds_the_same_encoding(tiny_data, tmp_path):
         tokenizer.from_state({'kind': 'bpe'})
     with pytest.raises(FileNotFoundError, match='run python prepare.py'):
         tokenizer.from_dir(tmp_path)
-
-
-def test_read_meta_names_a_missing_or_damaged_field(tmp_path):
-    """read_meta returns a good meta.json; a missing one is a FileNotFoundError, a damaged one (not JSON, or a field
-    any reader relies on gone or wrong) a ValueError naming the field; both one line that says to re-run prepare.py."""
-    with pytest.raises(FileNotFoundError, match=f'^no prepared data in {tmp_path} .*run python prepare.py --out_dir='):
-        tokenizer.read_meta(tmp_path)
-    good = {'tokenizer': 'bpe', 'vocab_size': 300, 'eot_id': 299, 'dtype': 'uint16',
-            'splits': {'train': {'tokens': 10}, 'val': {'tokens': 0}}}
-    (tmp_path / 'meta.json').write_text(json.dumps(good))
-    assert tokenizer.read_meta(tmp_path) == good
-    for damage, named in (('{"tokenizer": "bpe", ', 'not JSON'), ('[1, 2]', 'not a JSON object'),
-                          ({'tokenizer': 'spm'}, "tokenizer 'spm'"), ({'dtype': 'int8'}, "dtype 'int8'"),
-                          ({'eot_id': 300}, 'eot_id=300'), ({'vocab_size': '300'}, "vocab_size='300'"),
-                          ({'splits': {'train': {'tokens': 10}}}, 'splits')):
-        (tmp_path / 'meta.json').write_text(damage if isinstance(damage, str) else json.dumps({**good, **damage}))
-        with pytest.raises(ValueError) as e:
-            tokenizer.read_meta(tmp_path)
-        assert named in str(e.value) and 'is damaged' in str(e.value) and '--force' in str(e.value)
-        assert '\n' not in str(e.value)

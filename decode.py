@@ -1,0 +1,222 @@
+"""
+Decoding: turning a trained GPT into tokens, one step at a time, for sample.py, report.py, bench.py and serve.py.
+
+    for tokens in generate(model, idx, 200, temperature=0.8, top_k=50, eos_id=eot): ...   # (B,) per step
+    best = beam_search(model, idx, 200, beam_width=4, eos_id=eot)                        # (1, T + n)
+
+Every token after the prompt costs one decode_step: the new token goes through the model alone, reading the keys
+and values of the tokens before it from a KVCache of fixed shape, so the step's shapes never change and
+torch.compile builds it once (compile_step; CUDA graphs on a GPU).
+
+References:
+ [9] Holtzman et al. 2020, The Curious Case of Neural Text Degeneration (nucleus / top-p sampling)
+"""
+import torch
+import torch.nn.functional as F
+
+
+class KVCache:
+    """One layer's keys and values during generation, in buffers of fixed shape (B, n_kv_head, block_size,
+    head_dim), written in place at each token's position: the cache never grows or moves."""
+
+    def __init__(self, block_size):
+        self.block_size, self.k, self.v = block_size, None, None
+
+    def update(self, k, v, positions):
+        """Write k, v (B, n_kv_head, T, hd) of tokens at positions (T,) or (B, T); returns the whole buffers."""
+        B = k.size(0)
+        if self.k is None:  # allocated on first use so dtype/device follow the activations (autocast included)
+            shape = (B, k.size(1), self.block_size, k.size(3))
+            self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)  # zeros, not empty: 0 * NaN would poison softmax
+            for buffer in (self.k, self.v):  # so CUDA graphs of the compiled step read them in place, uncopied
+                torch._dynamo.mark_static_address(buffer)
+        rows = torch.arange(B, device=k.device)[:, None]  # (B, 1): row b writes its own positions
+        self.k[rows, :, positions.expand(B, -1)] = k.transpose(1, 2)  # indexed dims first: (B, T, n_kv_head, hd)
+        self.v[rows, :, positions.expand(B, -1)] = v.transpose(1, 2)
+        return self.k, self.v
+
+    def view(self, row):
+        """Row `row` of this (allocated) cache alone, sharing its buffers: a request joining a batch that is already
+        decoding fills its own row, and the step then reads every row in place."""
+        part = KVCache(self.block_size)
+        part.k, part.v = self.k[row:row + 1], self.v[row:row + 1]
+        return part
+
+    def reorder(self, rows):
+        """Make row i hold what row rows[i] held (beam search follows each surviving beam's parent)."""
+        self.k.copy_(self.k.index_select(0, rows))
+        self.v.copy_(self.v.index_select(0, rows))
+
+
+def decode_step(model, tokens, positions, caches):
+    """Logits (B, V) of the token after tokens (B,): each row's new token at its position, positions (B,), its
+    predecessors' keys and values in caches (one KVCache per block). It always reads all block_size cache slots
+    (the mask hides those past each position), so every call has the same shapes."""
+    return model.logits(model.trunk(tokens[:, None], positions[:, None], caches)[:, -1])
+
+
+def compile_step(model, backend='inductor'):
+    """decode_step (same arguments) for this model, torch.compile'd over its fixed shapes (once per batch size). On CUDA the step is
+    recorded as a CUDA graph (mode='reduce-overhead') and replayed for every token, which removes the kernel
+    launches that dominate batch-1 decoding of a small model; on a CPU the step's fused kernels are called from
+    generated C++ (cpp_wrapper) instead of Python. Call it after moving the model to its device and dtype."""
+    kw = {}
+    if backend == 'inductor':
+        kw = dict(mode='reduce-overhead') if model.lm_head.weight.is_cuda else dict(options={'cpp_wrapper': True})
+    return torch.compile(decode_step, backend=backend, fullgraph=True, dynamic=False, **kw)
+
+
+class Window:
+    """What generation feeds the model, stepped the same way by generate and by beam_search: each row's sequence
+    so far, the window of its newest (at most block_size) tokens that the model reads, and those tokens' cached
+    keys and values. logits() -> (B, V) for the next token; push() appends one.
+
+    Past block_size the window slides: once it would exceed block_size tokens, it restarts from the newest
+    block_size//2 tokens at position 0 and the cache is refilled from them. Cost: one forward over block_size//2
+    tokens per block_size//2 new tokens (about one extra token of batched compute per token), and each token then
+    sees between block_size//2 and block_size tokens of context instead of always a full block. The refill is
+    needed because positions count from the window start and the kept tokens' keys were computed while the
+    dropped tokens were visible. use_cache=False recomputes the very same windows from scratch every step, so
+    both modes produce identical tokens."""
+
+    def __init__(self, model, idx, use_cache=True, step=decode_step):
+        self.model, self.block_size, self.step = model, model.config.block_size, step
+        self.seq, self.start = idx, max(0, idx.size(1) - self.block_size)  # (B, T); the window is seq[:, start:]
+        self.caches = [KVCache(self.block_size) for _ in model.blocks] if use_cache else None
+        self.cached = False  # whether the cache holds every window token but the newest
+
+    @torch.no_grad()
+    def logits(self):
+        window = self.seq[:, self.start:]
+        B, T = window.shape
+        if self.cached:  # only the newest token goes through the model
+            return self.step(self.model, self.newest, torch.full((B,), T - 1, device=window.device), self.caches)
+        positions = torch.arange(T, device=window.device)  # (re)fill the cache from the whole window, or no cache
+        self.cached = self.caches is not None
+        return self.model.logits(self.model.trunk(window, positions, self.caches)[:, -1])
+
+    def push(self, tokens, rows=None):
+        """Append tokens (B,) to the rows. rows (B,), given first, makes row i continue what row rows[i] held
+        (beam search follows each surviving beam's parent)."""
+        if rows is not None:
+            self.seq = self.seq[rows]
+            for cache in self.caches or []:
+                cache.reorder(rows)
+        self.seq, self.newest = torch.cat((self.seq, tokens[:, None]), dim=1), tokens
+        if self.seq.size(1) - self.start > self.block_size:  # slide, and refill the cache next time
+            self.start, self.cached = self.seq.size(1) - max(1, self.block_size // 2), False
+
+
+def check_sampling(temperature=1.0, top_k=None, top_p=None):
+    """A one-line ValueError for sampling settings that mean nothing (every caller's check, kept here once)."""
+    for broken, message in ((not temperature >= 0, f'temperature={temperature} must be 0 (greedy) or more'),
+                            (top_k is not None and top_k < 1, f'top_k={top_k} must be at least 1 (or off)'),
+                            (top_p is not None and not 0 < top_p <= 1, f'top_p={top_p} must lie in (0, 1] (or off)')):
+        if broken:
+            raise ValueError(message)
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick the next token from logits (B, V) -> (B,). temperature 0 is greedy (argmax). generator: one
+    torch.Generator for every row, or a list with one per row (a row's draw then ignores the other rows)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    if top_p is not None and top_p < 1.0:  # [9]: the smallest set of tokens holding probability >= top_p
+        # The nucleus is usually a few dozen tokens: sort only the 64 likeliest (topk), and the whole vocabulary
+        # only when some row's nucleus is bigger (a full sort of 32k tokens costs milliseconds per token).
+        probs = logits.softmax(dim=-1)
+        for k in (min(64, logits.size(-1)), logits.size(-1)):
+            top, order = probs.topk(k, dim=-1)  # (B, k), likeliest first
+            before = top.cumsum(dim=-1) - top  # mass of the strictly likelier tokens: exactly 0 for the top one
+            if bool((before[:, -1] >= top_p).all()):  # the k-th token is out, so every row's nucleus is in
+                break
+        drop = torch.ones_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        logits = logits.masked_fill(drop, float('-inf'))
+    # inverse-CDF draw, one uniform number per row: 8x faster than torch.multinomial over an 8k vocabulary on
+    # CPU. u stays strictly below the total, so the chosen token (first with cdf > u) has probability > 0.
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (B, V)
+    total = cdf[:, -1:]
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != len(logits):
+            raise ValueError(f'{len(generator)} generators for {len(logits)} rows; give one per row, or one for all')
+        u = torch.cat([torch.rand(1, generator=g, device=cdf.device) for g in generator])[:, None]
+    else:
+        u = torch.rand(total.shape, generator=generator, device=cdf.device)
+    u = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None, use_cache=True,
+             generator=None, step=decode_step):
+    """Continue every row of idx (B, T): yield the next token of each row, a LongTensor (B,), step by step, at
+    most max_new_tokens times; temperature 0 is greedy. Rows that produced eos_id keep producing it; the stream
+    ends once every row has. generator: one torch.Generator for all rows, or a list with one per row (then a
+    row's random draws do not depend on the other rows). step: decode_step, or compile_step(model)'s.
+    The whole continuation: torch.cat([idx, torch.stack(list(generate(...)), 1)], 1). Call model.eval() first."""
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(f'prompt must be (B, T) with T >= 1, got {tuple(idx.shape)}; start from at least one '
+                         'token, e.g. <|endoftext|>')
+    if max_new_tokens < 0:
+        raise ValueError(f'max_new_tokens={max_new_tokens} is negative; use 0 or more')
+    check_sampling(temperature, top_k, top_p)
+    window = Window(model, idx, use_cache, step)
+    done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        nxt = sample_next(window.logits(), temperature, top_k, top_p, generator)  # (B,)
+        if eos_id is not None:
+            nxt = nxt.masked_fill(done, eos_id)
+            done |= nxt == eos_id
+        window.push(nxt)
+        yield nxt
+        if eos_id is not None and bool(done.all()):
+            return
+
+
+@torch.no_grad()
+def beam_search(model, idx, max_new_tokens, beam_width, eos_id=None, length_penalty=1.0):
+    """The most probable continuation of idx (1, T) found by keeping beam_width partial sequences ranked by
+    summed log-probability. Finished ones (ending in eos_id) are ranked by sum / length**length_penalty; the
+    search stops once beam_width have finished. beam_width=1 is greedy decoding. Returns (1, T + n)."""
+    if idx.dim() != 2 or idx.size(0) != 1 or idx.size(1) == 0:
+        raise ValueError(f'beam_search takes one prompt of shape (1, T) with T >= 1, got {tuple(idx.shape)}; '
+                         'search prompts one at a time')
+    if beam_width < 1 or max_new_tokens < 0:
+        raise ValueError(f'beam_width={beam_width} must be at least 1 and max_new_tokens={max_new_tokens} at least 0; '
+                         'use beam_width=1 for greedy decoding')
+    W, T, dev = beam_width, idx.size(1), idx.device
+    window = Window(model, idx.expand(W, T))  # every beam starts as the prompt
+    scores = torch.full((W,), float('-inf'), device=dev)
+    scores[0] = 0.0  # all beams start as the same prompt: grow only the first at step one
+    finished, stopped = [], False
+    for step in range(max_new_tokens):
+        logp = F.log_softmax(window.logits().float(), dim=-1)  # (W, V)
+        V = logp.size(-1)
+        top, flat = (scores[:, None] + logp).view(-1).topk(min(2 * W, W * V))  # 2W: at most W end in eos
+        live = []  # (parent row, token, score) of the next beams, best first
+        for rank, (s, i) in enumerate(zip(top.tolist(), flat.tolist())):
+            if s == float('-inf') or len(live) == W:
+                break
+            if eos_id is not None and i % V == eos_id:
+                if rank < W:  # an ending only counts if it would have made the beam
+                    ended = torch.cat((window.seq[i // V, T:], torch.tensor([eos_id], device=dev)))
+                    finished.append((s / (step + 1) ** length_penalty, ended))
+                continue
+            live.append((i // V, i % V, s))
+        if len(finished) >= W or not live:
+            stopped = True
+            break
+        live += [(live[0][0], live[0][1], float('-inf'))] * (W - len(live))  # tiny vocab: pad with dead beams
+        # each beam continues from its parent's sequence and cached keys and values
+        window.push(torch.tensor([t for _, t, _ in live], device=dev), rows=torch.tensor([r for r, _, _ in live], device=dev))
+        scores = torch.tensor([s for _, _, s in live], device=dev)
+    if not stopped or not finished:  # out of steps: the live beams compete with the finished ones
+        n = window.seq.size(1) - T
+        finished += [(s / max(n, 1) ** length_penalty, window.seq[b, T:]) for b, s in enumerate(scores.tolist())
+                     if s > float('-inf')]
+    best = max(finished, key=lambda f: f[0])[1]
+    return torch.cat((idx[0], best))[None]
