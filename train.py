@@ -7,17 +7,12 @@ Train a GPT on the tokens prepare.py wrote, on one CPU, one GPU, or many GPUs.
     python train.py --out_dir=out --init_from=resume   # continue out/last.pt exactly where it stopped
     torchrun --standalone --nproc_per_node=8 train.py config/train_tinystories.py   # DDP: nccl on GPUs, gloo on CPUs
 
-A resumed run restores weights, optimizers, grad scaler, iteration, training time, RNG state and the data
-sampler, so its losses equal those of a run that was never interrupted. Ctrl-C or SIGTERM finishes the step,
-writes out_dir/last.pt and exits (a second Ctrl-C stops at once). out_dir belongs to one run: the process
-writing it holds a lock on it, a fresh run refuses a directory holding another run unless --overwrite=True,
-and every file is replaced atomically, so a crash or a full disk leaves the previous checkpoint whole.
-
-batch_size is sequences per micro-step per process; gradient_accumulation_steps is the number of micro-steps per
-optimizer step summed over ALL processes (divisible by their number), so the global batch is a property of the
-config, not of the machine count, and N processes see exactly the data one process does. Only rank 0 writes;
-a resume reads out_dir/last.pt on every process, so across machines out_dir must be on a shared filesystem
-(two machines: torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0|1 --master_addr=IP --master_port=29500 ...).
+A resumed run's losses equal those of a run never interrupted (weights, optimizers, scaler, RNG and data order come
+back). Ctrl-C or SIGTERM finishes the step, saves out_dir/last.pt and exits (twice: at once). out_dir belongs to one
+run: its process holds a lock on it, a fresh run refuses another run's directory unless --overwrite=True, and every
+file is replaced atomically. gradient_accumulation_steps counts micro-steps over ALL processes, so the global batch
+is the config's, not the machine count's. Only rank 0 writes; on several machines (torchrun --nnodes=2
+--node_rank=0|1 --master_addr=IP ...) out_dir must be on a filesystem they share, for a resume.
 """
 import json
 import math
@@ -93,9 +88,8 @@ for name, ok, want in [  # train.py's own settings; optim.py, model.py and data.
         *[(k, config[k] >= 1, 'at least 1') for k in ('batch_size', 'gradient_accumulation_steps', 'eval_interval',
                                                       'log_interval', 'eval_iters')],
         ('max_iters', max_iters >= 0, 'at least 0'), ('grad_clip', grad_clip >= 0, 'at least 0 (0 turns clipping off)'),
-        ('init_from', init_from in ('scratch', 'resume'), "'scratch' or 'resume'"),
-        ('seed', 0 <= seed <= 2**32 - 1, 'in [0, 2**32 - 1]'),
-        ('target_val_loss', target_val_loss >= 0, 'at least 0 (0 turns it off)')]:
+        ('init_from', init_from in ('scratch', 'resume'), "'scratch' or 'resume'"), ('seed', 0 <= seed <= 2**32 - 1,
+         'in [0, 2**32 - 1]'), ('target_val_loss', target_val_loss >= 0, 'at least 0 (0 turns it off)')]:
     if not ok:  # (a NaN fails every comparison, so it is refused too)
         raise ValueError(f"{name}={config[name]!r} must be {want}")
 lr_args = dict(learning_rate=learning_rate, min_lr=min_lr, warmup_iters=warmup_iters,
@@ -103,8 +97,7 @@ lr_args = dict(learning_rate=learning_rate, min_lr=min_lr, warmup_iters=warmup_i
 optim.get_lr(1, 0.0, **lr_args)  # the schedule's own checks, before anything is read or written
 
 # processes and devices
-device_type = check_device(device)  # 'cuda' for 'cuda:1'
-ctx = autocast(device_type, dtype)  # the forward pass's mixed precision
+device_type, ctx = check_device(device), autocast(check_device(device), dtype)  # 'cuda' for 'cuda:1'; mixed precision
 ddp = 'RANK' in os.environ  # torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
 rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE')) if ddp else (0, 0, 1)
 if ddp and device_type == 'cuda':
@@ -117,17 +110,14 @@ if gradient_accumulation_steps % world_size:
                      f"divisible by the {world_size} processes; make it a multiple of {world_size}")
 accum_steps = gradient_accumulation_steps // world_size  # this process's micro-steps per optimizer step
 torch.manual_seed(seed + rank)  # each process its own dropout masks; DDP copies rank 0's initial weights to all
-if device_type == 'cuda':
-    torch.set_float32_matmul_precision('high')  # TF32 matmuls: ~fp32 accuracy at several times the speed
+torch.set_float32_matmul_precision('high')  # TF32 matmuls on a GPU: ~fp32 accuracy at several times the speed
 
 # -----------------------------------------------------------------------------
-# data: flat token files, memory-mapped (the OS pages in only the windows we read)
+# data: flat token files, memory-mapped (the OS pages in only the windows we read), opened below for block_size
 meta = data.read_meta(data_dir)
 vocab_size, tok_state = meta['vocab_size'], tokenizer.state_from_dir(data_dir)
-# The training windows: one generator, seeded alike on every process, draws the whole global batch each step and
-# each process takes its rows, so processes never share a window and the data order does not depend on how many
-# there are; its state goes into checkpoints. The evaluation windows are drawn once from a fixed seed: every
-# evaluation (and every run on the same data, whatever its seed) scores the same text, so numbers compare.
+# One generator, seeded alike on every process, draws each step's global batch and each process takes its rows:
+# the data order does not depend on how many there are. Its state goes into checkpoints.
 sampler = torch.Generator().manual_seed(seed)
 
 # -----------------------------------------------------------------------------
@@ -141,28 +131,24 @@ if init_from == 'resume':
                                 f"run or start one with --init_from=scratch")
     try:  # dropout and label_smoothing stay settable: they shape training, not the weights
         model, ckpt = GPT.from_checkpoint(ckpt_path, dropout=dropout, label_smoothing=label_smoothing)
-        missing = {'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'tokenizer', 'rng', 'sampler', 'train_time',
-                   'config'} - set(ckpt)
-        if missing:
+        if missing := {'optimizer', 'scaler', 'iter_num', 'best_val_loss', 'tokenizer', 'rng', 'sampler',
+                       'train_time', 'config'} - set(ckpt):
             raise ValueError(f"{ckpt_path} lacks the training state {sorted(missing)}")
+        tokenizer.check_same(data_dir, ckpt['tokenizer'], ckpt_path)
     except (ValueError, OSError) as e:
-        raise ValueError(f"cannot resume: {e}; restore it from a copy, {START_OVER}") from None
-    changed = [f'{k}={v!r}' for k, v in ckpt['model_args'].items() if k in config and config[k] != v and
-               k not in ('dropout', 'label_smoothing')]
-    if changed:
-        log(f"resume: the architecture comes from the checkpoint ({', '.join(changed)})")
+        raise ValueError(f"cannot resume: {e}; {START_OVER}") from None
     gptconf = model.config
-    config.update({k: v for k, v in gptconf.to_dict().items() if k in config})
-    if ckpt['model_args']['vocab_size'] != vocab_size or ckpt['tokenizer'] != tok_state:
-        raise ValueError(f"vocabulary mismatch: {data_dir} was not tokenized as the data the model in {ckpt_path} was "
-                         f"trained on (vocab_size {vocab_size} vs {ckpt['model_args']['vocab_size']}); resume on that "
-                         f"data {START_OVER}")
+    changed = {k: v for k, v in gptconf.to_dict().items() if config.get(k, v) != v}  # the checkpoint's, not the flags'
+    config.update(changed)
+    log(f"resumed from {ckpt_path} at iteration {ckpt['iter_num']}" + (f"; its architecture: {changed}" if changed else ''))
 else:
     gptconf = GPTConfig.from_dict({k: config[k] for k in GPTConfig().to_dict() if k != 'vocab_size'} |
                                   {'vocab_size': vocab_size})
 block_size = gptconf.block_size
 train_data = data.open_split(data_dir, 'train', vocab_size, block_size)  # before a model is built for block_size
 val_data = data.open_split(data_dir, 'val', vocab_size, block_size)
+# the evaluation windows, drawn once from a fixed seed: every evaluation (and every run on this data, whatever its
+# seed) scores the same text, so the numbers compare
 eval_offsets = {split: torch.randint(len(d) - block_size, (eval_iters, batch_size),
                                      generator=torch.Generator().manual_seed(0))
                 for split, d in (('train', train_data), ('val', val_data))}
@@ -196,26 +182,26 @@ if ckpt is not None:
         scaler.load_state_dict(ckpt['scaler'])
     iter_num, best_val_loss, train_time = ckpt['iter_num'], ckpt['best_val_loss'], ckpt['train_time']
     sampler.set_state(ckpt['sampler']['train'])
-start_iter = saved_iter = iter_num  # saved_iter: the iteration out_dir/last.pt holds
-if ckpt is None:
-    saved_iter = None
+    rng = {k: v[min(rank, len(v) - 1)] for k, v in ckpt['rng'].items()}  # this process's (another count: the last)
+    torch.set_rng_state(rng['torch'])  # after building the model, which drew from it
+    if device_type == 'cuda' and rng['cuda'] is not None:
+        torch.cuda.set_rng_state(rng['cuda'])
+start_iter, saved_iter = iter_num, iter_num if ckpt else None  # saved_iter: the iteration out_dir/last.pt holds
 
 
 @torch.no_grad()
 def evaluate():
-    """Mean cross-entropy on the fixed train and val windows (split across processes)."""
+    """Mean cross-entropy on the fixed train and val windows, in eval mode (no dropout, no label smoothing)."""
     eval_model.eval()
     out = {}
     for split, tokens in (('train', train_data), ('val', val_data)):
-        total = torch.zeros(2, device=device)  # sum of batch losses, number of batches
+        losses = torch.zeros(eval_iters, device=device)  # each process scores its share; the sum gathers them
         for k in range(rank, eval_iters, world_size):
-            X, Y = data.get_batch(tokens, eval_offsets[split][k], block_size, device)
             with ctx:
-                _, loss = eval_model(X, Y)  # in eval mode: plain cross-entropy, no label smoothing
-            total += torch.stack([loss.float(), torch.ones_like(loss, dtype=torch.float)])
+                losses[k] = eval_model(*data.get_batch(tokens, eval_offsets[split][k], block_size, device))[1]
         if ddp:
-            dist.all_reduce(total)
-        out[split] = (total[0] / total[1]).item()
+            dist.all_reduce(losses)
+        out[split] = losses.mean().item()
     eval_model.train()
     return out
 
@@ -246,21 +232,18 @@ def save_checkpoint(names):
 
 
 def share(error):
-    """End every process if rank 0 failed alone (error: rank 0's exception, or None): rank 0 raises it (the
-    exception hook prints it), the others exit quietly, and none is left waiting at a collective for it."""
+    """Rank 0's error (its exception, or None) ends every process: rank 0 raises it (the exception hook prints it),
+    the others exit quietly, and none is left waiting at a collective for it."""
+    failed = [error is not None]
     if ddp:
-        failed = torch.tensor(float(error is not None), device=device)
-        dist.broadcast(failed, 0)
-        if failed.item():
-            dist.destroy_process_group()
-            if error is None:
-                raise SystemExit(1)
+        dist.broadcast_object_list(failed, 0)
     if error is not None:
         raise error
+    if failed[0]:
+        raise SystemExit(1)
 
 
-def record(rec):
-    """Append one record to metrics.jsonl (and wandb): rank 0 only."""
+def record(rec):  # rank 0 only
     metrics.write(json.dumps(rec) + '\n')
     if wandb_log:
         wandb.log({f"{rec['kind']}/{k}": v for k, v in rec.items() if k not in ('kind', 'iter')}, step=rec['iter'])
@@ -277,8 +260,7 @@ def on_signal(signum, frame):
 
 
 # -----------------------------------------------------------------------------
-# out_dir: rank 0 takes it for this run (and starts wandb before any file is written), then every process
-# learns whether it could
+# out_dir: rank 0 takes it (starting wandb before any file is written), then every process learns if it could
 if ddp:
     dist.init_process_group(backend=backend or ('nccl' if device_type == 'cuda' else 'gloo'))
 error = None
@@ -291,9 +273,8 @@ if master and not eval_only:  # eval_only prints and leaves out_dir alone
                 import wandb
                 wandb.init(project=wandb_project, name=wandb_run_name, config=config, dir=out_dir)
             except Exception as e:  # not installed, not logged in, no network
-                raise ValueError(f"wandb_log=True but wandb could not start ({type(e).__name__}: "
-                                 f"{' '.join(str(e).split())[:120]}); install it and run `wandb login`, set "
-                                 "WANDB_MODE=offline, or pass --wandb_log=False") from e
+                raise ValueError(f"wandb_log=True but wandb could not start ({type(e).__name__}: {str(e)[:120]}); "
+                                 "install it and run `wandb login`, set WANDB_MODE=offline, or --wandb_log=False") from e
         metrics = rundir.start_metrics(out_dir, kept, fresh=ckpt is None)
     except Exception as e:
         error = e
@@ -305,15 +286,9 @@ peak, peak_label = peak_flops(device_type, dtype) if master else (1.0, '')
 log(f"{raw_model.num_params() / 1e6:.2f}M parameters | {tokens_per_iter:,} tokens per step ({world_size} "
     f"process{'es' if world_size > 1 else ''} x {accum_steps} micro-steps x {batch_size} x {block_size}) | {device} "
     f"{dtype}{' compiled' if compile else ''} | peak {peak / 1e12:.2f} TFLOP/s ({peak_label})")
-if ckpt is not None:  # last: building the model above consumed random numbers
-    torch.set_rng_state(ckpt['rng']['torch'][min(rank, len(ckpt['rng']['torch']) - 1)])
-    if device_type == 'cuda' and ckpt['rng']['cuda'][0] is not None:
-        torch.cuda.set_rng_state(ckpt['rng']['cuda'][min(rank, len(ckpt['rng']['cuda']) - 1)])
-    log(f"resumed from {out_dir}/last.pt at iteration {iter_num}")
-    del ckpt
 stop_signal = None
-signal.signal(signal.SIGINT, on_signal)
-signal.signal(signal.SIGTERM, on_signal)
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, on_signal)
 
 # -----------------------------------------------------------------------------
 # training loop: each pass evaluates when due, then takes one optimizer step

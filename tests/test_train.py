@@ -323,7 +323,7 @@ def test_a_resume_from_a_damaged_run_is_one_line_and_changes_nothing(case, short
         meta = json.loads((data / 'meta.json').read_text())
         meta['vocab_size'] += 256
         (data / 'meta.json').write_text(json.dumps(meta))
-        expect = 'vocabulary mismatch'
+        expect = 'tokenized differently'
     else:
         expect = damage(run, case)
     before = snapshot(run)
