@@ -327,9 +327,8 @@ def main(argv=None):
     # ---- check the settings before touching anything
     if tokenizer not in ('bpe', 'gpt2'):
         raise ValueError(f"tokenizer must be 'bpe' or 'gpt2', got {tokenizer!r}")
-    if tokenizer == 'bpe' and vocab_size < 257:
-        raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE needs 256 byte tokens + "
-                         "<|endoftext|>; use at least 257 (e.g. 4096)")
+    if tokenizer == 'bpe':
+        tok.check_vocab_size(vocab_size)  # now, not after reading the data
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_source and val_fraction:

@@ -185,9 +185,9 @@ def save(out_dir, names, write, held_iter=None):
             if not isinstance(cause, OSError):
                 raise
             cause.filename = cause.filename or path
-            held = f" (iteration {held_iter})" if name == 'last.pt' and held_iter is not None else ''
-            intact = f"the previous {name}{held} is intact" if os.path.exists(path) else f"no {name} was written"
-            resume = ', continue with --init_from=resume' if os.path.exists(os.path.join(out_dir, 'last.pt')) else ''
+            intact = f"the previous {name} is intact" if os.path.exists(path) else f"no {name} was written"
+            held = f" from iteration {held_iter}" if held_iter is not None else ''
+            resume = f', continue{held} with --init_from=resume' if os.path.exists(os.path.join(out_dir, 'last.pt')) else ''
             raise OSError(f"{describe(cause)}; {intact}{resume}") from None
 
 

@@ -126,6 +126,12 @@ def chunked(texts, chunk_bytes):
         yield chunk
 
 
+def check_vocab_size(vocab_size):
+    if vocab_size < 257:
+        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE; it needs 256 byte "
+                         "tokens + <|endoftext|>, use at least 257 (e.g. 4096)")
+
+
 def train_bpe(texts, vocab_size, num_proc=1, progress=True):
     """Learn a byte-level BPE from a list of strings; returns the merges as (left_id, right_id)
     pairs in order, merge i making token 256 + i. vocab_size counts <|endoftext|> too.
@@ -135,9 +141,7 @@ def train_bpe(texts, vocab_size, num_proc=1, progress=True):
     merged pair are rewritten, their pair counts adjusted by difference. A heap finds the most frequent
     pair; stale heap entries are skipped when popped. Ties go to the pair whose (left, right) bytes sort
     first, so the same text and vocab_size always give the same merges."""
-    if vocab_size < 257:
-        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE; it needs 256 byte "
-                         "tokens + <|endoftext|>, use at least 257 (e.g. 4096)")
+    check_vocab_size(vocab_size)
     total = sum(len(t) for t in texts)
     if num_proc > 1 and total > PARALLEL_MIN_CHARS:
         import multiprocessing

@@ -176,7 +176,7 @@ if ckpt is not None:
     for opt, state in zip(optimizers, ckpt['optimizer'], strict=True):
         peaks = [g['peak_lr'] for g in opt.param_groups]
         opt.load_state_dict(state)
-        for group, peak in zip(opt.param_groups, peaks):  # the peak rates are settings: today's apply
+        for group, peak in zip(opt.param_groups, peaks):  # the peak rates are settings: this run's apply
             group['peak_lr'] = peak
     if ckpt['scaler'] is not None and scaler.is_enabled():
         scaler.load_state_dict(ckpt['scaler'])
@@ -227,8 +227,8 @@ def save_checkpoint(names):
             rundir.save(out_dir, names, lambda f: torch.save(state, f), saved_iter)
         except OSError as e:
             error = e
+    saved_iter = iter_num if 'last.pt' in names and not error else saved_iter  # every process: a final save or not
     share(error)
-    saved_iter = iter_num if 'last.pt' in names else saved_iter  # on every process: they must agree on a final save
 
 
 def share(error):
@@ -319,10 +319,9 @@ while True:
                     print(f"target val loss {target_val_loss} reached by iteration {iter_num}: {hit['time']:.1f}s of "
                           f"training, {hit['tokens']:,.0f} tokens")
                     record({'kind': 'target', 'iter': iter_num, **hit, 'target_val_loss': target_val_loss})
-            names = ['last.pt'] if always_save_checkpoint else []
-            if val_loss < best_val_loss:
-                best_val_loss = val_loss
-                names.append('best.pt')
+            names = ['best.pt'] if val_loss < best_val_loss else []
+            best_val_loss = min(val_loss, best_val_loss)
+            names += ['last.pt'] if always_save_checkpoint else []  # last: saved_iter follows the file it names
             if names:
                 save_checkpoint(names)
                 log(f"saved {' and '.join(names)} to {out_dir}")

@@ -1,6 +1,8 @@
 """Shared fixtures: the local data, and a tiny dataset and checkpoint made by the real
 prepare.py and train.py, built once per test session and reused by later stages' tests."""
+import contextlib
 import gc
+import io
 import os
 import random
 import runpy
@@ -46,8 +48,10 @@ def tiny_data(shared_data, tmp_path_factory):
     (out / 'train.txt').write_text(text[:cut])
     val = (shared_data / 'tinystories' / 'validation-head.txt').read_text()[:60_000]
     (out / 'val.txt').write_text(val)
-    run_script('prepare.py', f'--source={out / "train.txt"}', f'--val_source={out / "val.txt"}',
-               '--tokenizer=bpe', '--vocab_size=512', f'--out_dir={out}')
+    import prepare  # its main(argv) is the script; importing it runs nothing
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        prepare.main([f'--source={out / "train.txt"}', f'--val_source={out / "val.txt"}', '--tokenizer=bpe',
+                      '--vocab_size=512', f'--out_dir={out}'])
     return out
 
 
@@ -55,41 +59,50 @@ def tiny_data(shared_data, tmp_path_factory):
 def tiny_ckpt(tiny_data, tmp_path_factory):
     """out_dir of a tiny model trained for 40 iterations on tiny_data (last.pt, best.pt, metrics.jsonl)."""
     out = tmp_path_factory.mktemp('tiny_ckpt')
-    run_script('train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', '--device=cpu', '--compile=False',
-               '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=64',
-               '--batch_size=8', '--gradient_accumulation_steps=1', '--max_iters=40', '--eval_interval=20',
-               '--eval_iters=2', '--log_interval=10', '--warmup_iters=5', '--learning_rate=3e-3',
-               '--lr_decay_iters=40', '--wandb_log=False')
+    code, _, err = run_in_process('train.py', f'--data_dir={tiny_data}', f'--out_dir={out}', '--device=cpu',
+                                  '--compile=False', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32',
+                                  '--block_size=64', '--batch_size=8', '--gradient_accumulation_steps=1',
+                                  '--max_iters=40', '--eval_interval=20', '--eval_iters=2', '--log_interval=10',
+                                  '--warmup_iters=5', '--learning_rate=3e-3', '--lr_decay_iters=40')
+    assert code == 0, err
     return out
 
 
-def run_here(monkeypatch, capsys, script, *args):
-    """Run a top-level script in this process as `python script args` runs -> (exit status, what it printed on
-    stderr). No second Python and torch to start; a failure goes through the exception hook configure()
-    installs, as in a real process. The script's signal handlers, seeds and exception hook end with the call."""
-    monkeypatch.setattr(sys, 'argv', [script, *map(str, args)])
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
+def run_in_process(script, *args):
+    """Run a top-level script in this process as `python script args` runs -> (exit status, stdout, stderr). No
+    second Python and torch to start; a failure goes through the exception hook configure() installs, as in a real
+    process. The script's argv, signal handlers, random state and exception hook end with the call."""
+    argv, hook = sys.argv, sys.excepthook
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     states = random.getstate(), np.random.get_state()
-    capsys.readouterr()
-    code = 0
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = [script, *map(str, args)]
     try:
-        with torch.random.fork_rng(devices=[]):
-            runpy.run_path(str(ROOT / script), run_name='__main__')
-    except SystemExit as e:  # as the interpreter does: a str is printed and exits 1
-        code = 1 if isinstance(e.code, str) else (e.code or 0)
-        if isinstance(e.code, str):
-            print(e.code, file=sys.stderr)
-    except BaseException as e:  # KeyboardInterrupt included, as in a real process
-        sys.excepthook(type(e), e, e.__traceback__)
-        code = 130 if isinstance(e, KeyboardInterrupt) else 1
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), torch.random.fork_rng(devices=[]):
+            try:
+                runpy.run_path(str(ROOT / script), run_name='__main__')
+            except SystemExit as e:  # as the interpreter does: a str is printed and exits 1
+                code = 1 if isinstance(e.code, str) else (e.code or 0)
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except BaseException as e:  # KeyboardInterrupt included, as in a real process
+                sys.excepthook(type(e), e, e.__traceback__)
+                code = 130 if isinstance(e, KeyboardInterrupt) else 1
     finally:
+        sys.argv, sys.excepthook = argv, hook
         for s, h in handlers.items():
             signal.signal(s, h)
         random.setstate(states[0])
         np.random.set_state(states[1])
         gc.collect()  # the script's globals go, and with them anything it holds open (train.py's lock on out_dir)
-    return code, capsys.readouterr().err
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_here(monkeypatch, capsys, script, *args):
+    """run_in_process -> (exit status, what the script printed on stderr)."""
+    code, out, err = run_in_process(script, *args)
+    print(out, end='')
+    return code, err
 
 
 def one_line(code, err):

@@ -8,6 +8,6 @@ base = 'config/train_tinystories_cpu.py'
 out_dir = 'out-sweeps/seed001_pos'
 overrides = {'data_dir': 'data/tinystories-demo', 'max_iters': 250, 'lr_decay_iters': 0, 'warmup_iters': 25,
              'eval_interval': 50, 'log_interval': 10,
-             # seed 001's recipe on the demo's shape: AdamW, SwiGLU, no QK-norm (the demo itself trains issue 19's)
+             # seed 001's recipe on the demo's shape: AdamW, SwiGLU, no QK-norm (the demo trains its own recipe)
              'optimizer': 'adamw', 'act': 'swiglu', 'mlp_hidden': 320, 'qk_norm': False}
 grid = {'pos': ['rope', 'learned', 'sinusoidal', 'none']}
