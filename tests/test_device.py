@@ -6,6 +6,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import device  # noqa: E402
 from device import autocast, check_device, peak_flops  # noqa: E402
 
 torch.set_num_threads(1)
@@ -37,9 +38,15 @@ def test_autocast_runs_matmuls_in_the_asked_dtype_and_float32_untouched():
 
 def test_peak_flops_table_and_measurement(monkeypatch):
     """Known GPUs read the datasheet table (H100 SXM bf16 989 TFLOP/s; 'A100' is not taken for 'A10'; float32
-    counts TF32 only when torch allows it); a CPU gets a positive measured figure labelled 'measured'."""
+    counts TF32 only when torch allows it); a CPU's peak is the 2 n^3 FLOPs of a 1024 x 1024 matmul over its
+    time (a clock that moves 10 ms a reading: each timed product takes exactly 10 ms)."""
+    ticks = iter(range(10**6))
+    device.measured_flops.cache_clear()
+    monkeypatch.setattr(device.time, 'perf_counter', lambda: next(ticks) * 0.01)
     flops, label = peak_flops('cpu', 'float32')
-    assert flops > 0 and 'measured' in label
+    assert flops == pytest.approx(2 * 1024 ** 3 / 0.01) and 'measured by a cpu float32 matmul' == label
+    device.measured_flops.cache_clear()
+    monkeypatch.undo()
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     for name, dtype, want in (('NVIDIA H100 80GB HBM3', 'bfloat16', 989e12), ('NVIDIA A100-SXM4-40GB', 'bfloat16', 312e12),
                               ('NVIDIA A10', 'float16', 125e12), ('NVIDIA H200', torch.bfloat16, 989e12)):
