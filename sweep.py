@@ -163,7 +163,7 @@ for rname, rset in (list(named.items()) or [(None, {})]):
             raise ValueError(f"{sweep_path}: always_save_checkpoint=False would leave an interrupted run nothing to "
                              "resume from; drop it")
         runs.append({'name': name, 'settings': settings, 'argv': argv, 'dir': os.path.join(sweep_dir, name),
-                     'config': {k: v for k, v in cfg.items() if k not in ('out_dir', 'init_from')},
+                     'config': {k: v for k, v in cfg.items() if k not in ('out_dir', 'init_from', 'dry_run')},
                      'max_iters': cfg['max_iters'], 'time_budget': cfg['time_budget'], 'params': described['params'],
                      'tokens_per_iter': described['tokens_per_iter'],
                      'flops_per_token': described['flops_per_token'], 'proc': None})
@@ -198,16 +198,12 @@ def records(run):
 def state(run):
     """'new', 'resume', 'done' or 'diverged' (the last two are finished: skipped), or a list of changed settings."""
     info, found = saved(run), rundir.run_files(run['dir']) if os.path.isdir(run['dir']) else []
-    if info is None:
-        if found:
-            raise ValueError(f"{run['dir']} holds a run this sweep did not start; move it away, or train this run "
-                             f"again with --restart={run['name']} (deletes it)")
-        return 'new'
-    old = info.get('config', {})
+    if info is None and found:
+        raise ValueError(f"{run['dir']} holds a run this sweep did not start; move it away, or train this run "
+                         f"again with --restart={run['name']} (deletes it)")
+    old, status = (info or {}).get('config', {}), row(run)['status']
     changed = [f"{k}={old[k]!r} then, {v!r} now" for k, v in run['config'].items() if k in old and old[k] != v]
-    recs = records(run)
-    end = recs[-1]['kind'] if recs else None
-    return changed or (end if end in ('done', 'diverged') else 'resume' if 'last.pt' in found else 'new')
+    return changed or (status if status in ('done', 'diverged') else 'resume' if 'last.pt' in found else 'new')
 
 
 def fmt_time(s):
@@ -357,7 +353,6 @@ def write_summary():
 if not dry_run:
     lock = rundir.lock(sweep_dir)  # the sweep's directory is ours until we exit: a second sweep is refused
 states = {run['name']: 'restart' if run['name'] in again else state(run) for run in runs}
-changed = [run for run in runs if isinstance(states[run['name']], list)]
 print(f"sweep {sweep_path}: {len(runs)} runs in {sweep_dir}, {parallel} at a time on {run_threads} "
       f"thread{'s' if run_threads > 1 else ''} each")
 for run in runs if dry_run else []:
@@ -365,12 +360,12 @@ for run in runs if dry_run else []:
     print(f"  {run['name']}: {'changed: ' + '; '.join(s) if isinstance(s, list) else s}, "
           f"{run['params']:,} parameters, {run['max_iters']} iters x {run['tokens_per_iter']:,} tokens"
           f"\n    python train.py {' '.join(map(shlex.quote, run['argv']))} --out_dir={run['dir']}")
+changed = [n for n, s in states.items() if isinstance(s, list)]
 if changed:
-    run = changed[0]
-    raise ValueError(f"run '{run['name']}' in {run['dir']} was trained with other settings "
-                     f"({'; '.join(states[run['name']])})"
+    n = changed[0]
+    raise ValueError(f"run '{n}' in {sweep_dir}/{n} was trained with other settings ({'; '.join(states[n])})"
                      f"{f' (and {len(changed) - 1} more runs)' if len(changed) > 1 else ''}; to train it again "
-                     f"pass --restart={run['name']} (deletes it), or --out_dir=<a new directory> to keep both")
+                     f"pass --restart={n} (deletes it), or --out_dir=<a new directory> to keep both")
 if dry_run:
     raise SystemExit(0)
 for run in runs:
@@ -384,46 +379,45 @@ if skipped:
 write_summary()
 
 
-def launch(run):
-    resume = states[run['name']] == 'resume'  # else what a run killed before its first checkpoint left is replaced
-    os.makedirs(run['dir'], exist_ok=True)
-    info = saved(run) or {'settings': run['settings'], 'wall': 0.0}
+def launch(run, k):
+    """Start the run's train.py (the sweep's k-th), its output appended to train.log and train.err."""
+    resume = states[run['name']] == 'resume'  # else train.py replaces what a run killed before its 1st checkpoint left
     cmd = [sys.executable, TRAIN, *run['argv'], f"--out_dir={run['dir']}",
            *(['--init_from=resume'] if resume else ['--overwrite=True', '--init_from=scratch'])]
-    rundir.write_json(os.path.join(run['dir'], 'sweep.json'),
-                      {**info, 'config': run['config'], 'argv': cmd[2:], 'status': 'running', 'error': None})
+    os.makedirs(run['dir'], exist_ok=True)
+    rundir.write_json(f"{run['dir']}/sweep.json", {'settings': run['settings'], 'wall': 0.0, **(saved(run) or {}),
+                                                   'config': run['config'], 'argv': cmd[2:], 'status': 'running'})
     env = {**os.environ, 'OMP_NUM_THREADS': str(run_threads), 'MKL_NUM_THREADS': str(run_threads),
            'PYTHONUNBUFFERED': '1'}
     with open(f"{run['dir']}/train.log", 'a') as out, open(f"{run['dir']}/train.err", 'a') as err:
         out.write(f"\n$ {' '.join(map(shlex.quote, cmd))}\n")
         out.flush()
-        run['err_from'], run['started'] = err.tell(), time.time()
         # Its own session: a Ctrl-C in the terminal reaches only the sweep, which stops each run exactly once. And
         # PR_SET_PDEATHSIG: SIGTERM when the sweep dies, even by kill -9, so the run saves last.pt and exits instead
         # of training on beside the rerun that resumes it.
-        run['proc'] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                       start_new_session=True, preexec_fn=(lambda: ctypes.CDLL(None).prctl(
-                                           1, signal.SIGTERM)) if sys.platform.startswith('linux') else None)
-    last = records(run)
-    at = f'resuming at iter {last[-1]["iter"]}' if resume and last else 'starting'
-    print(f"[{run['k']}/{len(todo)}] {run['name']}: {at} ({fmt_params(run['params'])} parameters, "
-          f"{run['max_iters']} iters), log in {run['dir']}/train.log", flush=True)
-    run['seen'] = len(last)
+        run.update(k=k, err_from=err.tell(), started=time.time(), proc=subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True,
+            preexec_fn=(lambda: ctypes.CDLL(None).prctl(1, signal.SIGTERM)) if sys.platform == 'linux' else None))
+    recs = records(run)
+    run['seen'] = len(recs)
+    at = f"resuming at iter {recs[-1]['iter']}" if resume and recs else 'starting'
+    print(f"[{k}/{len(todo)}] {run['name']}: {at} ({fmt_params(run['params'])} parameters, {run['max_iters']} iters), "
+          f"log in {run['dir']}/train.log", flush=True)
 
 
 def finish(run, stopping=False):
-    rc, wall = run['proc'].returncode, time.time() - run['started']
-    run['proc'] = None
+    """Record in sweep.json how the run's train.py ended, and say it."""
+    rc, wall, run['proc'] = run['proc'].returncode, time.time() - run['started'], None
     recs = records(run)
-    end = recs[-1]['kind'] if recs else None
-    status = end if end in ('done', 'diverged') else 'interrupted' if stopping or rc == 0 else 'failed'
+    status = recs[-1]['kind'] if recs and recs[-1]['kind'] in ('done', 'diverged') else \
+        'interrupted' if stopping or rc == 0 else 'failed'
     with open(f"{run['dir']}/train.err", errors='replace') as f:
         f.seek(run['err_from'])
-        lines = [line.strip() for line in f.read().splitlines() if line.strip()]
-    error = lines[-1] if lines else f'killed by {signal.Signals(-rc).name}' if rc < 0 else f'exit status {rc}'
+        said = [line.strip() for line in f.read().splitlines() if line.strip()]
+    error = said[-1] if said else f'killed by {signal.Signals(-rc).name}' if rc < 0 else f'exit status {rc}'
     info = saved(run)
-    rundir.write_json(os.path.join(run['dir'], 'sweep.json'), {**info, 'status': status, 'wall': info['wall'] + wall,
-                                                               'error': error if status != 'done' else None})
+    rundir.write_json(f"{run['dir']}/sweep.json", {**info, 'status': status, 'wall': info['wall'] + wall,
+                                                   'error': error if status in ('failed', 'diverged') else None})
     r = row(run)
     print(f"[{run['k']}/{len(todo)}] {run['name']} {status}: {r['iters']} iters, {r['tokens'] / 1e6:.2f}M tokens in "
           f"{fmt_time(r['train_time_s'])} ({rundir.fmt(r['tokens_per_s'], ',.0f')} tok/s), val loss "
@@ -444,15 +438,12 @@ def progress(run):
 
 
 signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill: stop as on Ctrl-C (raises KeyboardInterrupt)
-pending, running = list(todo), []
-t0 = time.time()
+pending, running, t0 = list(todo), [], time.time()
 try:
     while pending or running:
         while pending and len(running) < parallel:
-            run = pending.pop(0)
-            run['k'] = len(todo) - len(pending)  # its number in the progress lines
-            launch(run)
-            running.append(run)
+            running.append(pending.pop(0))
+            launch(running[-1], len(todo) - len(pending))
         time.sleep(0.2)
         for run in list(running):
             progress(run)
@@ -472,7 +463,7 @@ except KeyboardInterrupt:
             for run in running:
                 if run['proc'].poll() is None:
                     run['proc'].send_signal(signal.SIGTERM)
-    stopped, running = running, []
+    stopped, running, pending = running, [], []
     for run in stopped:
         finish(run, stopping=True)
     write_summary()
