@@ -79,7 +79,7 @@ for name in sorted(os.listdir(runs)):
             print(f"{name}: not a finished run with a best.pt, left out")
         continue
     group = re.sub(r'(^|,)seed=[^,]*', '', name).strip(',') or 'base'
-    groups.setdefault(group, []).append({'run': name, 'bpb': val_bpb(folder), 'final_val_loss': evals[-1]['val_loss'],
+    groups.setdefault(group, []).append({'run': name, 'final_val_loss': evals[-1]['val_loss'],
                                          'steps': recs[-1]['iter'], 'time': recs[-1]['time'], 'evals': evals})
 if not groups:
     raise ValueError(f"no finished runs in {runs}; point --runs at a sweep's out_dir whose runs have ended")
@@ -88,9 +88,10 @@ if reference not in groups and not target:
                      f"pass --reference=<one of them> or --target=<a val loss>")
 
 goal = target or spread([r['final_val_loss'] for r in groups[reference]])[0]
-for members in groups.values():
+for members in groups.values():  # the settings are sound: now the slow part
     for r in members:
         r['time_to_target'] = rundir.time_to_target(r.pop('evals'), goal)
+        r['bpb'] = val_bpb(os.path.join(runs, r['run']))
 own = groups.get(reference, [])
 ref_time = spread([r['time' if not target else 'time_to_target'] for r in own])
 ref_time = ref_time and ref_time[0]
