@@ -1,6 +1,5 @@
 """
-A study in one command: several train.py runs that differ in a few settings, then one table and
-overlaid curves.
+A study in one command: several train.py runs that differ in a few settings, then one table and overlaid curves.
 
     python sweep.py config/sweeps/seed001_lr.py                   # its runs, one after another
     python sweep.py config/sweeps/seed001_norm.py --parallel=2    # two at a time, each on half the cores
@@ -15,19 +14,15 @@ A sweep file is Python, like a config file (see config/sweeps/):
     overrides = {'max_iters': 300}             # train.py settings every run shares
     grid = {'learning_rate': [1e-3, 3e-3]}     # every combination is a run: 'learning_rate=0.001', ...
     runs = {'no-norm': {'norm': 'none'}}       # named runs; with a grid too, each is crossed with it
-    target_val_loss = 3.5                      # optional: how long each run took to reach this val loss
+    target_val_loss = 3.5                      # optional: each run's time to this val loss (rundir.time_to_target)
 
-Each run is a plain train.py process with its own out_dir, so sample.py, eval.py and report.py work on
-it. Every run's settings pass train.py's own checks (its configurator and value checks, then the model's)
-before the first run starts, so a typo costs one line, not an hour. Re-running a sweep skips finished runs (their
-metrics.jsonl ends with a 'done' or 'diverged' record), resumes interrupted ones from last.pt, retries
-failed ones, and refuses a run whose settings changed since it started. Stopping the sweep (Ctrl-C,
-kill, even kill -9) makes its runs save last.pt and exit, so the rerun goes on where they were.
-
-Written to out_dir after each run ends (atomically, so a sweep in progress can be read):
-  summary.md, summary.json  a row per run: settings, parameters, tokens, time, val loss and bpb, status
-  curves.png                every run overlaid: val loss vs tokens and vs training time, train loss vs step
-and in each run's directory: sweep.json (settings, status, wall time), train.log and train.err (output).
+Each run is a plain train.py process in out_dir/<name>, so sample.py, eval.py and report.py work on it. Every run
+passes train.py's own checks (its dry run, in this process) before the first one starts: a typo costs one line, not
+an hour. Rerunning skips finished runs (metrics.jsonl ends with 'done' or 'diverged'), resumes interrupted ones from
+last.pt, retries failed ones, and refuses a run whose settings changed. Stopping the sweep (Ctrl-C, kill, even
+kill -9) makes its runs save last.pt first. out_dir gets summary.md and summary.json (a row per run) and curves.png
+(every run overlaid), rewritten atomically as each run ends; each run's directory gets sweep.json (settings, status,
+wall time), train.log and train.err.
 """
 import ctypes
 import io
@@ -69,10 +64,10 @@ configure(globals(), argv=own_args)
 files = [a for a in sys.argv[1:] if not a.startswith('-')]
 train_args = [a for a in sys.argv[1:] if a.startswith('-') and a not in own_args]  # passed on to every run
 if len(files) != 1:
-    raise SystemExit("usage: python sweep.py config/sweeps/<study>.py [--key=value ...]: one sweep file, then "
+    raise ValueError("usage: python sweep.py config/sweeps/<study>.py [--key=value ...]: one sweep file, then "
                      "train.py settings or sweep.py's own (--help lists them)")
 if parallel < 1 or threads < 0:
-    raise SystemExit(f"need parallel >= 1 and threads >= 0; got parallel={parallel}, threads={threads}")
+    raise ValueError(f"need parallel >= 1 and threads >= 0; got parallel={parallel}, threads={threads}")
 sweep_path = files[0]
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(ROOT, 'train.py')
@@ -81,7 +76,7 @@ cpus = threads or int(os.environ.get('OMP_NUM_THREADS') or 0) or (
 run_threads = max(1, cpus // parallel)
 
 # -----------------------------------------------------------------------------
-# the sweep file
+# the sweep file: its own keys and their types; the train.py settings in it are train.py's to check
 FILE_KEYS = {'base': str, 'out_dir': str, 'overrides': dict, 'grid': dict, 'runs': dict,
              'target_val_loss': (int, float, type(None))}
 spec = {}
@@ -93,7 +88,7 @@ for k, v in spec.items():
         raise ValueError(f"{sweep_path}: '{k}' is not a sweep setting; a sweep file sets {', '.join(FILE_KEYS)} "
                          "(train.py settings go in overrides, grid or runs)")
     if not isinstance(v, FILE_KEYS[k]) or type(v) is bool:
-        raise ValueError(f"{sweep_path}: {k} must be a {FILE_KEYS[k].__name__ if k != 'target_val_loss' else 'number'}"
+        raise ValueError(f"{sweep_path}: {k} must be a {'number' if k == 'target_val_loss' else FILE_KEYS[k].__name__}"
                          f", got {v!r}")
 base, overrides, grid = spec.get('base', ''), spec.get('overrides', {}), spec.get('grid', {})
 named, target = spec.get('runs', {}), spec.get('target_val_loss')
@@ -109,6 +104,17 @@ for n, s in named.items():
                          f"got {n!r}: {s!r}")
 if base and not os.path.exists(base) and os.path.exists(os.path.join(ROOT, base)):
     base = os.path.join(ROOT, base)  # config/... works from any directory
+cli_keys = [a[2:].partition('=')[0] for a in train_args]
+varied = set(grid) | {k for s in named.values() for k in s}
+for where, keys in [('overrides', overrides), ('grid', grid), *((f"runs['{n}']", s) for n, s in named.items()),
+                    ('command line', cli_keys)]:
+    for k in keys:
+        if k in ('out_dir', 'init_from', 'dry_run'):
+            hint = ', or pass --out_dir for the sweep' if k == 'out_dir' else ''
+            raise ValueError(f"{where} sets {k}, which sweep.py sets for each run (out_dir/<run name>, resuming "
+                             f"interrupted runs); drop it{hint}")
+        if where == 'command line' and k in varied:
+            raise ValueError(f"command line: --{k} is what this sweep varies; drop it, or edit {sweep_path}")
 
 
 def train_config(argv):
@@ -119,25 +125,12 @@ def train_config(argv):
     try:
         with redirect_stdout(out):
             runpy.run_path(TRAIN, run_name='__main__')
-    except SystemExit as e:
-        if e.code not in (0, None):
+    except SystemExit as e:  # the dry run's end (0), or a refusal
+        if e.code:
             raise ValueError(str(e.code)) from None
     finally:
         sys.argv, sys.excepthook = real_argv, one_line_errors  # (train.py's configure() installs the same hook)
     return json.loads(out.getvalue().splitlines()[-1])
-
-
-cli_keys = [a[2:].partition('=')[0] for a in train_args]
-varied = set(grid) | {k for s in named.values() for k in s}
-for where, settings in [('overrides', overrides), ('grid', grid), *((f"runs['{n}']", s) for n, s in named.items()),
-                        ('command line', dict.fromkeys(cli_keys))]:
-    for k in settings:
-        if k in ('out_dir', 'init_from', 'dry_run'):
-            hint = ', or pass --out_dir for the sweep' if k == 'out_dir' else ''
-            raise ValueError(f"{where} sets {k}, which sweep.py sets for each run (out_dir/<run name>, resuming "
-                             f"interrupted runs); drop it{hint}")
-        if where == 'command line' and k in varied:
-            raise ValueError(f"command line: --{k} is what this sweep varies; drop it, or edit {sweep_path}")
 
 
 def arg(k, v):
@@ -145,24 +138,20 @@ def arg(k, v):
     return f"--{k}={v if isinstance(v, str) else repr(v)}"
 
 
-def show(v):
-    return repr(v) if isinstance(v, float) else str(v)
-
-
 # -----------------------------------------------------------------------------
-# the runs: named runs crossed with the grid, each checked as train.py will check it
+# the runs: named runs crossed with the grid, each checked by train.py's dry run before any starts
 runs = []
 for rname, rset in (list(named.items()) or [(None, {})]):
     for combo in (dict(zip(grid, vals)) for vals in itertools.product(*grid.values())):
         if set(rset) & set(combo):
             raise ValueError(f"{sweep_path}: run '{rname}' sets {', '.join(sorted(set(rset) & set(combo)))}, which "
                              "the grid varies; set it in one place")
-        settings = {**rset, **combo}
-        name = ','.join(([rname] if rname else []) + [f'{k}={show(v)}' for k, v in combo.items()]) or 'base'
+        name = ','.join(([rname] if rname else []) + [f'{k}={v}' for k, v in combo.items()]) or 'base'
         name = re.sub(r'[^\w.=,+-]', '_', name, flags=re.ASCII).lstrip('.') or '_'  # a safe directory name
-        if any(r['name'] == name for r in runs):
+        if name in (r['name'] for r in runs):
             raise ValueError(f"{sweep_path}: two runs are named '{name}' (after making the names filesystem-safe); "
                              "rename one")
+        settings = {**rset, **combo}
         argv = ([base] if base else []) + [arg(k, v) for k, v in overrides.items() if k not in cli_keys] + \
             train_args + [arg(k, v) for k, v in settings.items()]
         try:
@@ -170,15 +159,14 @@ for rname, rset in (list(named.items()) or [(None, {})]):
         except (ValueError, OSError) as e:  # a typo, a bad value, or data_dir not prepared
             raise ValueError(f"{sweep_path}, run '{name}': {describe(e)}") from None
         cfg = described['config']
-        if not cfg['always_save_checkpoint']:
+        if not cfg['always_save_checkpoint']:  # valid for train.py, but the sweep promises to resume
             raise ValueError(f"{sweep_path}: always_save_checkpoint=False would leave an interrupted run nothing to "
                              "resume from; drop it")
-        config = {k: v for k, v in json.loads(json.dumps(cfg)).items() if k not in ('out_dir', 'init_from')}
-        runs.append({'name': name, 'settings': settings, 'argv': argv, 'config': config,
-                     'dir': os.path.join(sweep_dir, name), 'params': described['params'],
-                     'flops_per_token': described['flops_per_token'], 'max_iters': cfg['max_iters'],
+        runs.append({'name': name, 'settings': settings, 'argv': argv, 'dir': os.path.join(sweep_dir, name),
+                     'config': {k: v for k, v in cfg.items() if k not in ('out_dir', 'init_from', 'dry_run')},
+                     'max_iters': cfg['max_iters'], 'time_budget': cfg['time_budget'], 'params': described['params'],
                      'tokens_per_iter': described['tokens_per_iter'],
-                     'time_budget': cfg.get('time_budget', 0), 'proc': None})
+                     'flops_per_token': described['flops_per_token'], 'proc': None})
 names = [r['name'] for r in runs]
 again = names if restart.strip() == 'all' else restart.split()
 for n in again:
@@ -189,49 +177,33 @@ for n in again:
 # -----------------------------------------------------------------------------
 # what each run's directory holds
 
-
 def saved(run):
-    path = os.path.join(run['dir'], 'sweep.json')
-    if not os.path.isfile(path):
-        return None
+    """The run's sweep.json, or None before it first started."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(os.path.join(run['dir'], 'sweep.json'), encoding='utf-8') as f:
             return json.load(f)
+    except FileNotFoundError:
+        return None
     except ValueError:
-        raise ValueError(f"{path} is damaged; start that run over with --restart={run['name']}") from None
+        raise ValueError(f"{run['dir']}/sweep.json is damaged; start that run over with --restart={run['name']}") \
+            from None
 
 
-def save(run, info):
-    rundir.write_json(os.path.join(run['dir'], 'sweep.json'), info)
-
-
-def records(run, live=False):
+def records(run):
+    """The run's metrics.jsonl (a running run's last line, half written, is left for the next read)."""
     path = os.path.join(run['dir'], rundir.METRICS)
-    try:
-        return rundir.read_metrics(path) if os.path.isfile(path) else []
-    except ValueError:
-        if live:  # a running run's log: read it again at its next record
-            return []
-        raise
+    return rundir.read_metrics(path) if os.path.isfile(path) else []
 
 
 def state(run):
     """'new', 'resume', 'done' or 'diverged' (the last two are finished: skipped), or a list of changed settings."""
     info, found = saved(run), rundir.run_files(run['dir']) if os.path.isdir(run['dir']) else []
-    if info is None:
-        if found:
-            raise ValueError(f"{run['dir']} holds a run this sweep did not start; move it away, or train this run "
-                             f"again with --restart={run['name']} (deletes it)")
-        return 'new'
-    old = info.get('config', {})
-    changed = [k for k in run['config'] if k in old and old[k] != run['config'][k]]
-    if changed:
-        return [f"{k}={old[k]!r} then, {run['config'][k]!r} now" for k in changed]
-    recs = records(run)
-    end = recs[-1]['kind'] if recs else None
-    if end in ('done', 'diverged'):
-        return end
-    return 'resume' if 'last.pt' in found else 'new'
+    if info is None and found:
+        raise ValueError(f"{run['dir']} holds a run this sweep did not start; move it away, or train this run "
+                         f"again with --restart={run['name']} (deletes it)")
+    old, status = (info or {}).get('config', {}), row(run)['status']
+    changed = [f"{k}={old[k]!r} then, {v!r} now" for k, v in run['config'].items() if k in old and old[k] != v]
+    return changed or (status if status in ('done', 'diverged') else 'resume' if 'last.pt' in found else 'new')
 
 
 def fmt_time(s):
@@ -247,10 +219,6 @@ def fmt_params(n):
     return f'{n / 1e6:.2f}M' if n >= 1e5 else f'{n / 1e3:.1f}k'
 
 
-def num(x, spec='.4f'):
-    return '-' if x is None else format(x, spec)
-
-
 def finite(x):
     """JSON has no NaN or infinity: name them."""
     return x if not isinstance(x, float) or math.isfinite(x) else str(x)
@@ -258,143 +226,124 @@ def finite(x):
 
 def row(run):
     """The run's numbers, from its metrics.jsonl and sweep.json."""
-    info, recs = saved(run) or {}, records(run, live=True)
+    info, recs = saved(run) or {}, records(run)
     evals = [r for r in recs if r['kind'] == 'eval']
-    scored = [r for r in evals if r['iter'] > 0] or evals  # iteration 0 is the untrained model
-    best = min(scored, key=lambda r: r['val_loss'], default=None)
-    final = evals[-1] if evals else None
-    progress = max((r for r in recs if r['kind'] in ('train', 'eval')), key=lambda r: r['iter'], default=None)
+    best = min([r for r in evals if r['iter'] > 0] or evals, key=lambda r: r['val_loss'], default={})  # not step 0
+    final = evals[-1] if evals else {}
+    progress = max((r for r in recs if r['kind'] in ('train', 'eval')), key=lambda r: r['iter'], default={})
     end = recs[-1] if recs and recs[-1]['kind'] in ('done', 'diverged') else None
     status = 'running' if run['proc'] is not None else end['kind'] if end else \
         info.get('status') if info.get('status') in ('failed', 'interrupted') else 'interrupted' if recs else 'pending'
-    t = progress.get('time') if progress else None
-    iters, tokens = (progress['iter'], progress['tokens']) if progress else (0, 0)
+    iters, tokens, t = progress.get('iter', 0), progress.get('tokens', 0), progress.get('time')
     if end:  # the end record knows best: a diverged run completed the steps before its failing one
         iters = end['iter'] - (end['kind'] == 'diverged')
         tokens, t = iters * run['tokens_per_iter'], end.get('time', t)
-    hit = next((r for r in evals if target is not None and r['val_loss'] <= target), None)
+    reach = {k: rundir.time_to_target(evals, target, k) if target is not None else None for k in ('time', 'tokens')}
     return {'run': run['name'], 'status': status, 'settings': run['settings'], 'params': run['params'],
             'iters': iters, 'max_iters': run['max_iters'], 'tokens': tokens,
             'train_time_s': t, 'wall_time_s': info.get('wall'), 'tokens_per_s': tokens / t if t else None,
-            'best_val_loss': best and best['val_loss'], 'best_val_bpb': best and best['val_bpb'],
-            'best_iter': best and best['iter'], 'final_val_loss': final and final['val_loss'],
-            'final_val_bpb': final and final['val_bpb'], 'time_to_target_s': hit and hit.get('time'),
-            'tokens_to_target': hit and hit['tokens'],
+            'best_val_loss': best.get('val_loss'), 'best_val_bpb': best.get('val_bpb'), 'best_iter': best.get('iter'),
+            'final_val_loss': final.get('val_loss'), 'final_val_bpb': final.get('val_bpb'),
+            'time_to_target_s': reach['time'], 'tokens_to_target': reach['tokens'],
             'diverged_at': {'iter': end['iter'], 'loss': finite(end['loss'])} if status == 'diverged' else None,
             'error': info.get('error') if status in ('failed', 'diverged') else None, 'out_dir': run['dir']}
 
 
-def eta(pending):
-    """Seconds until the sweep ends, from the budgets and the speed measured so far (FLOP/s of training,
-    and wall time over training time for the rest); None before anything has been measured."""
-    flops = secs = wall = trained = 0.0
-    for run in runs:
-        r = row(run)
-        if r['train_time_s']:
-            flops, secs = flops + run['flops_per_token'] * r['tokens'], secs + r['train_time_s']
-            if r['wall_time_s'] and r['status'] != 'running':
-                wall, trained = wall + r['wall_time_s'], trained + r['train_time_s']
-    left = 0.0
-    for run in pending + [r for r in runs if r['proc'] is not None]:
-        r = row(run)
-        todo = run['flops_per_token'] * (run['max_iters'] * run['tokens_per_iter'] - r['tokens']) / (flops / secs) \
-            if secs else None
-        if run['time_budget'] > 0:
-            todo = min(x for x in (todo, run['time_budget'] - (r['train_time_s'] or 0)) if x is not None)
-        if todo is None:
-            return None
-        left += max(todo, 0)
-    return left * (wall / trained if trained else 1.2) / parallel  # 1.2: startup and evaluation, until measured
+def eta(to_train):
+    """Seconds until the runs to_train end, from their budgets and the speed measured so far (training FLOP/s, and
+    wall time over training time for the rest); None before anything has been measured."""
+    rows = {run['name']: row(run) for run in runs}
+    timed = [(run, rows[run['name']]) for run in runs if rows[run['name']]['train_time_s']]
+    secs = sum(r['train_time_s'] for _, r in timed)
+    rate = sum(run['flops_per_token'] * r['tokens'] for run, r in timed) / secs if secs else 0
+    ended = [r for _, r in timed if r['wall_time_s'] and r['status'] != 'running']
+    overhead = sum(r['wall_time_s'] for r in ended) / sum(r['train_time_s'] for r in ended) if ended else 1.2
+    left = []
+    for run in to_train:
+        r = rows[run['name']]
+        flops = run['flops_per_token'] * (run['max_iters'] * run['tokens_per_iter'] - r['tokens'])
+        todo = [flops / rate] if rate else []
+        todo += [run['time_budget'] - (r['train_time_s'] or 0)] if run['time_budget'] > 0 else []
+        left.append(max(min(todo), 0) if todo else None)
+    return None if None in left else sum(left) * overhead / parallel  # overhead: startup, evaluation, checkpoints
 
 
 # -----------------------------------------------------------------------------
 # the summary: a table (Markdown and JSON) and overlaid curves
 
-
-def zoom(ax, values):
-    """y-limits around every value but the untrained start's (it would dwarf the differences between runs)."""
-    v = [y for y in values if math.isfinite(y)]
-    if v:
-        pad = 0.05 * (max(v) - min(v)) or 0.1
-        ax.set_ylim(min(v) - pad, max(v) + pad)
-
-
 def plot(path, rows):
-    fig, (a_tok, a_time, a_step) = plt.subplots(1, 3, figsize=(16, 5.4), layout='constrained')
-    handles, zoomed = [], {a_tok: [], a_time: [], a_step: []}
+    """Every run overlaid: val loss vs tokens and vs training time, train loss vs step."""
     minutes = max((r['train_time_s'] or 0 for r in rows), default=0) > 120  # else seconds
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.4), layout='constrained')
+    handles, shown = [], [[], [], []]  # shown: the losses each panel's y-range fits
     for i, (run, r) in enumerate(zip(runs, rows)):
-        recs = records(run, live=True)
+        recs = records(run)
         evals = [x for x in recs if x['kind'] == 'eval']
-        trains = [x for x in recs if x['kind'] == 'train']
-        if not evals and not trains:
-            continue
+        curves = ([(x['tokens'] / 1e6, x['val_loss']) for x in evals],
+                  [(x['time'] / (60 if minutes else 1), x['val_loss']) for x in evals],
+                  [(x['iter'], x['loss']) for x in recs if x['kind'] == 'train'])
         style = dict(color=plt.get_cmap('tab10')(i % 10), ls=['-', '--', ':', '-.'][i // 10 % 4], lw=1.6)
-        label = run['name'] + ('' if r['status'] == 'done' else f" ({r['status']})")
-        handles.append(Line2D([], [], label=label, **style))
-        timed = [x for x in evals if 'time' in x]
-        for ax, pts in ((a_tok, [(x['tokens'] / 1e6, x['val_loss']) for x in evals]),
-                        (a_time, [(x['time'] / (60 if minutes else 1), x['val_loss']) for x in timed]),
-                        (a_step, [(x['iter'], x['loss']) for x in trains])):
-            if not pts:
-                continue
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker='o' if ax is not a_step else None, ms=2.5, **style)
-            if r['status'] == 'diverged':  # where it ended
-                ax.plot(xs[-1], ys[-1], marker='x', ms=9, mew=2, color=style['color'])
-            start = pts[0][0] if ax is not a_step else 0.1 * pts[-1][0]  # the first eval; the first steps
-            zoomed[ax].extend(y for x, y in pts if x > start)
-    a_tok.set(xlabel='tokens trained (millions)', ylabel='val loss (nats/token)', title='val loss vs tokens')
-    a_time.set(xlabel=f"training time ({'minutes' if minutes else 'seconds'}; evaluation excluded)",
-               ylabel='val loss (nats/token)', title='val loss vs training time')
-    a_step.set(xlabel='step', ylabel='train loss (batch)', title='train loss vs step')
-    for ax, values in zoomed.items():
+        for k, pts in enumerate(curves):
+            if pts:
+                xs, ys = zip(*pts)
+                axes[k].plot(xs, ys, marker='o' if k < 2 else None, ms=2.5, **style)
+                if r['status'] == 'diverged':  # where it ended
+                    axes[k].plot(xs[-1], ys[-1], marker='x', ms=9, mew=2, color=style['color'])
+                # not the untrained start (the first eval, the first steps): it would dwarf the differences
+                shown[k] += [y for x, y in pts if x > (xs[0] if k < 2 else 0.1 * xs[-1]) and math.isfinite(y)]
+        if any(curves):
+            label = run['name'] + ('' if r['status'] == 'done' else f" ({r['status']})")
+            handles.append(Line2D([], [], label=label, **style))
+    for k, (ax, ys, (title, xlabel, ylabel)) in enumerate(zip(axes, shown, [
+            ('val loss vs tokens', 'tokens trained (millions)', 'val loss (nats/token)'),
+            ('val loss vs training time', f"training time ({'minutes' if minutes else 'seconds'}; evaluation "
+             "excluded)", 'val loss (nats/token)'),
+            ('train loss vs step', 'step', 'train loss (batch)')])):
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3)
-        zoom(ax, values)
+        if ys:
+            pad = 0.05 * (max(ys) - min(ys)) or 0.1
+            ax.set_ylim(min(ys) - pad, max(ys) + pad)
+        if target and k < 2:
+            ax.axhline(target, color='grey', ls=':', lw=1)
     if handles:
         fig.legend(handles=handles, loc='outside lower center', ncol=min(len(handles), 4), fontsize=10)
-    if target:
-        for ax in (a_tok, a_time):
-            ax.axhline(target, color='grey', ls=':', lw=1)
     fig.suptitle(f"{sweep_dir}: {len(handles)} run{'s' if len(handles) != 1 else ''}"
                  + (f' (dotted: the target val loss {target})' if target else ''))
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=100)
-    plt.close(fig)
     with rundir.atomic_open(path, 'wb') as f:
-        f.write(buf.getvalue())
+        fig.savefig(f, format='png', dpi=100)
+    plt.close(fig)
 
 
 def write_summary():
     rows = [row(run) for run in runs]
     command = 'python sweep.py ' + ' '.join(map(shlex.quote, sys.argv[1:]))
-    finished = sum(r['status'] in ('done', 'diverged') for r in rows)
     rundir.write_json(os.path.join(sweep_dir, 'summary.json'), {
         'sweep': sweep_path, 'question': question, 'command': command, 'base': spec.get('base', ''),
         'overrides': overrides, 'command_line': train_args, 'target_val_loss': target,
         'updated': time.strftime('%Y-%m-%d %H:%M:%S'), 'runs': [{k: finite(v) for k, v in r.items()} for r in rows]})
     plot(os.path.join(sweep_dir, 'curves.png'), rows)
+    head = ['run', 'settings', 'status', 'params', 'iters', 'tokens', 'train time', 'wall', 'tok/s', 'best val loss',
+            'best bpb', 'final val loss', 'final bpb'] + ['time to target'] * bool(target)
+    table = [[r['run'], ' '.join(f'{k}={v}' for k, v in r['settings'].items()) or '-', r['status'],
+              fmt_params(r['params']), f"{r['iters']}/{r['max_iters']}", f"{r['tokens']:,}",
+              fmt_time(r['train_time_s']), fmt_time(r['wall_time_s']), rundir.fmt(r['tokens_per_s'], ',.0f'),
+              *(rundir.fmt(r[k]) for k in ('best_val_loss', 'best_val_bpb', 'final_val_loss', 'final_val_bpb')),
+              *[fmt_time(r['time_to_target_s'])] * bool(target)] for r in rows]
+    notes = [f"- `{r['run']}` {r['status']}" + (f" at step {r['diverged_at']['iter']} (loss {r['diverged_at']['loss']})"
+                                                 if r['diverged_at'] else '') +
+             "; its last good numbers are above" + (f"; it said: `{r['error']}`" if r['error'] else '')
+             for r in rows if r['status'] in ('diverged', 'failed')]
+    finished = sum(r['status'] in ('done', 'diverged') for r in rows)
     md = [f'# Sweep {sweep_path}', '', question, '',
           f"`{command}`: base `{spec.get('base') or 'train.py defaults'}`, shared settings "
           f"`{' '.join([arg(k, v) for k, v in overrides.items()] + train_args) or 'none'}`"
           + (f', target val loss {target}' if target else '') + '.',
           f"{finished} of {len(rows)} runs finished ({time.strftime('%Y-%m-%d %H:%M')}). Times are training time "
-          f"(evaluation and checkpoints excluded) and the wall time of the train.py processes.", '',
-          '| run | settings | status | params | iters | tokens | train time | wall | tok/s | best val loss '
-          '| best bpb | final val loss | final bpb |' + (' time to target |' if target else ''),
-          '|' + ' --- |' * (13 + bool(target))]
-    for r in rows:
-        md.append(f"| {r['run']} | {' '.join(f'{k}={show(v)}' for k, v in r['settings'].items()) or '-'} "
-                  f"| {r['status']} | {fmt_params(r['params'])} | {r['iters']}/{r['max_iters']} | {r['tokens']:,} "
-                  f"| {fmt_time(r['train_time_s'])} | {fmt_time(r['wall_time_s'])} | {num(r['tokens_per_s'], ',.0f')} "
-                  f"| {num(r['best_val_loss'])} | {num(r['best_val_bpb'])} | {num(r['final_val_loss'])} "
-                  f"| {num(r['final_val_bpb'])} |" + (f" {fmt_time(r['time_to_target_s'])} |" if target else ''))
-    notes = [f"- `{r['run']}` {r['status']}" + (f" at step {r['diverged_at']['iter']} (loss {r['diverged_at']['loss']})"
-                                                 if r['diverged_at'] else '') +
-             "; its last good numbers are above" + (f"; it said: `{r['error']}`" if r['error'] else '')
-             for r in rows if r['status'] in ('diverged', 'failed')]
-    md += [''] + notes + ([''] if notes else []) + ['![val loss vs tokens and time, train loss vs step](curves.png)',
-                                                     '']
+          "(evaluation and checkpoints excluded) and the wall time of the train.py processes; the time to target is "
+          "interpolated between the evaluations around the crossing.", '',
+          *rundir.markdown_table(head, table), '', *notes, *[''] * bool(notes),
+          '![val loss vs tokens and time, train loss vs step](curves.png)', '']
     rundir.write_text(os.path.join(sweep_dir, 'summary.md'), '\n'.join(md))
     return rows
 
@@ -404,20 +353,19 @@ def write_summary():
 if not dry_run:
     lock = rundir.lock(sweep_dir)  # the sweep's directory is ours until we exit: a second sweep is refused
 states = {run['name']: 'restart' if run['name'] in again else state(run) for run in runs}
-changed = [(run, states[run['name']]) for run in runs if isinstance(states[run['name']], list)]
 print(f"sweep {sweep_path}: {len(runs)} runs in {sweep_dir}, {parallel} at a time on {run_threads} "
       f"thread{'s' if run_threads > 1 else ''} each")
-if dry_run:
-    for run in runs:
-        s = states[run['name']]
-        print(f"  {run['name']}: {'changed: ' + '; '.join(s) if isinstance(s, list) else s}, "
-              f"{run['params']:,} parameters, {run['max_iters']} iters x {run['tokens_per_iter']:,} tokens"
-              f"\n    python train.py {' '.join(map(shlex.quote, run['argv']))} --out_dir={run['dir']}")
+for run in runs if dry_run else []:
+    s = states[run['name']]
+    print(f"  {run['name']}: {'changed: ' + '; '.join(s) if isinstance(s, list) else s}, "
+          f"{run['params']:,} parameters, {run['max_iters']} iters x {run['tokens_per_iter']:,} tokens"
+          f"\n    python train.py {' '.join(map(shlex.quote, run['argv']))} --out_dir={run['dir']}")
+changed = [n for n, s in states.items() if isinstance(s, list)]
 if changed:
-    run, what = changed[0]
-    raise ValueError(f"run '{run['name']}' in {run['dir']} was trained with other settings ({'; '.join(what)})"
+    n = changed[0]
+    raise ValueError(f"run '{n}' in {sweep_dir}/{n} was trained with other settings ({'; '.join(states[n])})"
                      f"{f' (and {len(changed) - 1} more runs)' if len(changed) > 1 else ''}; to train it again "
-                     f"pass --restart={run['name']} (deletes it), or --out_dir=<a new directory> to keep both")
+                     f"pass --restart={n} (deletes it), or --out_dir=<a new directory> to keep both")
 if dry_run:
     raise SystemExit(0)
 for run in runs:
@@ -431,87 +379,71 @@ if skipped:
 write_summary()
 
 
-def die_with_parent():
-    """In the child, before train.py starts: SIGTERM when the sweep dies, even by kill -9, so the run saves
-    last.pt and exits instead of training on beside the rerun that resumes it."""
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def launch(run):
-    resume = states[run['name']] == 'resume'
-    if not resume:  # a run killed before its first checkpoint: its log is all there is, start it over
-        for name in rundir.run_files(run['dir']) if os.path.isdir(run['dir']) else []:
-            os.remove(os.path.join(run['dir'], name))
-    os.makedirs(run['dir'], exist_ok=True)
-    info = saved(run) or {'name': run['name'], 'settings': run['settings'], 'wall': 0.0, 'launches': 0}
+def launch(run, k):
+    """Start the run's train.py (the sweep's k-th), its output appended to train.log and train.err."""
+    resume = states[run['name']] == 'resume'  # else train.py replaces what a run killed before its 1st checkpoint left
     cmd = [sys.executable, TRAIN, *run['argv'], f"--out_dir={run['dir']}",
-           f"--init_from={'resume' if resume else 'scratch'}"]
-    save(run, {**info, 'config': run['config'], 'argv': cmd[2:], 'status': 'running', 'error': None})
+           *(['--init_from=resume'] if resume else ['--overwrite=True', '--init_from=scratch'])]
+    os.makedirs(run['dir'], exist_ok=True)
+    rundir.write_json(f"{run['dir']}/sweep.json", {'settings': run['settings'], 'wall': 0.0, **(saved(run) or {}),
+                                                   'config': run['config'], 'argv': cmd[2:], 'status': 'running'})
     env = {**os.environ, 'OMP_NUM_THREADS': str(run_threads), 'MKL_NUM_THREADS': str(run_threads),
            'PYTHONUNBUFFERED': '1'}
-    logs = [os.path.join(run['dir'], name) for name in ('train.log', 'train.err')]
-    with open(logs[0], 'a') as out, open(logs[1], 'a') as err:
+    with open(f"{run['dir']}/train.log", 'a') as out, open(f"{run['dir']}/train.err", 'a') as err:
         out.write(f"\n$ {' '.join(map(shlex.quote, cmd))}\n")
         out.flush()
-        run['err_from'], run['started'] = err.tell(), time.time()
-        # its own session: a Ctrl-C in the terminal reaches only the sweep, which stops each run exactly once
-        run['proc'] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                       start_new_session=True,
-                                       preexec_fn=die_with_parent if sys.platform.startswith('linux') else None)
-    last = records(run)
-    at = f'resuming at iter {last[-1]["iter"]}' if resume and last else 'starting'
-    print(f"[{run['k']}/{len(todo)}] {run['name']}: {at} ({fmt_params(run['params'])} parameters, "
-          f"{run['max_iters']} iters), log in {run['dir']}/train.log", flush=True)
-    run['seen'] = len(last)
+        # Its own session: a Ctrl-C in the terminal reaches only the sweep, which stops each run exactly once. And
+        # PR_SET_PDEATHSIG: SIGTERM when the sweep dies, even by kill -9, so the run saves last.pt and exits instead
+        # of training on beside the rerun that resumes it.
+        run.update(k=k, err_from=err.tell(), started=time.time(), proc=subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True,
+            preexec_fn=(lambda: ctypes.CDLL(None).prctl(1, signal.SIGTERM)) if sys.platform == 'linux' else None))
+    recs = records(run)
+    run['seen'] = len(recs)
+    at = f"resuming at iter {recs[-1]['iter']}" if resume and recs else 'starting'
+    print(f"[{k}/{len(todo)}] {run['name']}: {at} ({fmt_params(run['params'])} parameters, {run['max_iters']} iters), "
+          f"log in {run['dir']}/train.log", flush=True)
 
 
 def finish(run, stopping=False):
-    rc, wall = run['proc'].returncode, time.time() - run['started']
-    run['proc'] = None
+    """Record in sweep.json how the run's train.py ended, and say it."""
+    rc, wall, run['proc'] = run['proc'].returncode, time.time() - run['started'], None
     recs = records(run)
-    end = recs[-1]['kind'] if recs else None
-    status = end if end in ('done', 'diverged') else 'interrupted' if stopping or rc == 0 else 'failed'
-    with open(os.path.join(run['dir'], 'train.err'), errors='replace') as f:
+    status = recs[-1]['kind'] if recs and recs[-1]['kind'] in ('done', 'diverged') else \
+        'interrupted' if stopping or rc == 0 else 'failed'
+    with open(f"{run['dir']}/train.err", errors='replace') as f:
         f.seek(run['err_from'])
-        lines = [line.strip() for line in f.read().splitlines() if line.strip()]
-    error = lines[-1] if lines else f'killed by {signal.Signals(-rc).name}' if rc < 0 else f'exit status {rc}'
+        said = [line.strip() for line in f.read().splitlines() if line.strip()]
+    error = said[-1] if said else f'killed by {signal.Signals(-rc).name}' if rc < 0 else f'exit status {rc}'
     info = saved(run)
-    save(run, {**info, 'status': status, 'wall': info['wall'] + wall, 'launches': info['launches'] + 1,
-               'returncode': rc, 'error': error if status in ('failed', 'diverged') else None})
+    rundir.write_json(f"{run['dir']}/sweep.json", {**info, 'status': status, 'wall': info['wall'] + wall,
+                                                   'error': error if status in ('failed', 'diverged') else None})
     r = row(run)
-    left = eta(pending)
     print(f"[{run['k']}/{len(todo)}] {run['name']} {status}: {r['iters']} iters, {r['tokens'] / 1e6:.2f}M tokens in "
-          f"{fmt_time(r['train_time_s'])} ({num(r['tokens_per_s'], ',.0f')} tok/s), "
-          f"val loss {num(r['final_val_loss'])} (best {num(r['best_val_loss'])}, {num(r['best_val_bpb'], '.3f')} bpb)"
-          + (f": {error}" if status == 'failed' else '')
-          + (f" | {len(pending) + len(running)} to go, eta {fmt_time(left)}" if pending or running else ''),
-          flush=True)
+          f"{fmt_time(r['train_time_s'])} ({rundir.fmt(r['tokens_per_s'], ',.0f')} tok/s), val loss "
+          f"{rundir.fmt(r['final_val_loss'])} (best {rundir.fmt(r['best_val_loss'])}, "
+          f"{rundir.fmt(r['best_val_bpb'], '.3f')} bpb)" + (f": {error}" if status == 'failed' else '')
+          + (f" | {len(pending) + len(running)} to go, eta {fmt_time(eta(pending + running))}"
+             if pending or running else ''), flush=True)
 
 
 def progress(run):
     """A line at each new evaluation of a running run."""
-    recs = records(run, live=True)
+    recs = records(run)
     for r in recs[run['seen']:]:
         if r['kind'] == 'eval':
             print(f"    {run['name']}: iter {r['iter']}/{run['max_iters']}, val loss {r['val_loss']:.4f}, "
-                  f"{fmt_time(r.get('time'))} | sweep eta {fmt_time(eta(pending))}", flush=True)
+                  f"{fmt_time(r['time'])} | sweep eta {fmt_time(eta(pending + running))}", flush=True)
     run['seen'] = max(run['seen'], len(recs))
 
 
-def on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
-signal.signal(signal.SIGTERM, on_sigterm)
-pending, running = list(todo), []
-t0 = time.time()
+signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill: stop as on Ctrl-C (raises KeyboardInterrupt)
+pending, running, t0 = list(todo), [], time.time()
 try:
     while pending or running:
         while pending and len(running) < parallel:
-            run = pending.pop(0)
-            run['k'] = len(todo) - len(pending)  # its number in the progress lines
-            launch(run)
-            running.append(run)
+            running.append(pending.pop(0))
+            launch(running[-1], len(todo) - len(pending))
         time.sleep(0.2)
         for run in list(running):
             progress(run)
@@ -531,9 +463,9 @@ except KeyboardInterrupt:
             for run in running:
                 if run['proc'].poll() is None:
                     run['proc'].send_signal(signal.SIGTERM)
-    for run in running:
+    stopped, running, pending = running, [], []
+    for run in stopped:
         finish(run, stopping=True)
-    running = []
     write_summary()
     print(f"interrupted; rerun the same command to go on ({sweep_dir}/summary.md has what finished)", file=sys.stderr)
     sys.exit(130)
@@ -542,5 +474,5 @@ failed = [r['run'] for r in rows if r['status'] == 'failed']
 print(f"{len(todo)} run{'s' if len(todo) != 1 else ''} in {fmt_time(time.time() - t0)}; "
       f"summary: {sweep_dir}/summary.md, curves: {sweep_dir}/curves.png")
 if failed:
-    raise SystemExit(f"{len(failed)} of {len(rows)} runs failed ({' '.join(failed)}): summary.md has each one's error; "
+    raise ValueError(f"{len(failed)} of {len(rows)} runs failed ({' '.join(failed)}): summary.md has each one's error; "
                      "rerun the same command to retry them")

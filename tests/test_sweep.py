@@ -1,7 +1,9 @@
 """sweep.py on tiny models: a sweep trains every run, records the one that diverges and goes on, writes its
 summary and plots, trains nothing when run again, resumes an interrupted run exactly, and refuses typos and
 a second sweep on its directory before anything runs."""
+import contextlib
 import hashlib
+import io
 import json
 import os
 import runpy
@@ -51,6 +53,14 @@ def dry_run_listing(monkeypatch, capsys, path):
     return capsys.readouterr().out
 
 
+def sweep_here(monkeypatch, capsys, *args):
+    """What `python sweep.py args` prints on stdout, run in this process; it must succeed."""
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code, err = run_here(monkeypatch, capsys, 'sweep.py', *args, '--threads=1')
+    assert code == 0, err
+    return out.getvalue()
+
+
 @pytest.fixture(scope='module')
 def finished(tiny_data, tmp_path_factory):
     """A finished 3-run sweep (two at a time), the first run diverging: (sweep file, sweep dir, stdout)."""
@@ -77,9 +87,12 @@ def test_a_sweep_trains_each_run_and_writes_a_summary_and_overlaid_curves(finish
         assert r['params'] > 0 and r['train_time_s'] > 0 and r['wall_time_s'] >= r['train_time_s']
         assert (out / name / 'last.pt').is_file() and (out / name / 'best.pt').is_file()
         assert f'{name} done' in stdout
-    # 6.2 nats: just below the untrained 6.24 of a 512-token vocabulary; the faster rate reaches it at step 8
-    hit = [x for x in rundir.read_metrics(out / GOOD[1] / 'metrics.jsonl') if x['kind'] == 'eval'][-1]
-    assert hit['val_loss'] <= 6.2 and rows[GOOD[1]]['time_to_target_s'] == hit['time']
+    # 6.2 nats: just below the untrained 6.24 of a 512-token vocabulary; the faster rate reaches it between evaluations
+    # (interpolated, as train.py's 'target' record and compare.py measure it), the slower one never does
+    evals = [x for x in rundir.read_metrics(out / GOOD[1] / 'metrics.jsonl') if x['kind'] == 'eval']
+    assert evals[-2]['val_loss'] > 6.2 >= evals[-1]['val_loss']
+    assert rows[GOOD[1]]['time_to_target_s'] == rundir.time_to_target(evals, 6.2) < evals[-1]['time']
+    assert rows[GOOD[1]]['tokens_to_target'] == rundir.time_to_target(evals, 6.2, 'tokens')
     assert rows[GOOD[0]]['time_to_target_s'] is None and rows[GOOD[0]]['final_val_loss'] > 6.2
     md = (out / 'summary.md').read_text()
     assert all(f'| {name} |' in md for name in rows) and 'A tiny test study' in md and '(curves.png)' in md
@@ -100,15 +113,15 @@ def test_a_diverging_run_is_recorded_as_such_and_the_others_still_finish(finishe
     assert f'`{DIVERGES}` diverged at step' in (out / 'summary.md').read_text()
 
 
-def test_running_a_finished_sweep_again_trains_nothing(finished):
+def test_running_a_finished_sweep_again_trains_nothing(finished, monkeypatch, capsys):
     path, out, _ = finished
     before = {name: fingerprint(out / name) for name in GOOD + [DIVERGES]}
-    p = run_script('sweep.py', path)
-    assert '3 finished before, skipped' in p.stdout and 'starting' not in p.stdout
+    stdout = sweep_here(monkeypatch, capsys, path)
+    assert '3 finished before, skipped' in stdout and 'starting' not in stdout
     assert {name: fingerprint(out / name) for name in before} == before
 
 
-def test_an_interrupted_run_resumes_and_ends_as_the_uninterrupted_one(finished, tiny_data, tmp_path):
+def test_an_interrupted_run_resumes_and_ends_as_the_uninterrupted_one(finished, tmp_path, monkeypatch, capsys):
     """A run killed after its checkpoint at step 4 (last.pt, metrics up to 4, no 'done' record) is resumed by the
     rerun, not restarted, and ends at step 8 with the same losses as the run that was never interrupted."""
     path, out, _ = finished
@@ -119,15 +132,15 @@ def test_an_interrupted_run_resumes_and_ends_as_the_uninterrupted_one(finished, 
     for name in ('last.pt', 'best.pt', 'metrics.jsonl'):
         os.remove(run / name)
     # the same run stopped at 4 (lr_decay_iters=8 keeps its schedule), then its 'done' record taken away
-    run_script('train.py', *[a for a in argv if not a.startswith(('--out_dir=', '--init_from='))],
-               f'--out_dir={run}', '--max_iters=4')
+    argv = [a for a in argv if not a.startswith(('--out_dir=', '--init_from=', '--overwrite='))]
+    assert run_here(monkeypatch, capsys, 'train.py', *argv, f'--out_dir={run}', '--max_iters=4')[0] == 0
     lines = (run / 'metrics.jsonl').read_text().splitlines(keepends=True)
     assert json.loads(lines[-1])['kind'] == 'done'
     (run / 'metrics.jsonl').write_text(''.join(lines[:-1]))
     others = {name: fingerprint(copy / name) for name in (GOOD[1], DIVERGES)}
 
-    p = run_script('sweep.py', path, f'--out_dir={copy}')
-    assert f'{GOOD[0]}: resuming at iter 4' in p.stdout and '2 finished before, skipped' in p.stdout
+    stdout = sweep_here(monkeypatch, capsys, path, f'--out_dir={copy}')
+    assert f'{GOOD[0]}: resuming at iter 4' in stdout and '2 finished before, skipped' in stdout
     launches = [line for line in (run / 'train.log').read_text().splitlines() if line.startswith('$ ')]
     assert launches[-1].endswith('--init_from=resume')
     resumed = rundir.read_metrics(run / 'metrics.jsonl')
