@@ -30,6 +30,7 @@ from collections import deque
 
 import numpy as np
 
+import data
 import rundir
 import tokenizer as tok  # as tok: `tokenizer` is the setting below
 from configurator import configure, setting_keys
@@ -294,7 +295,7 @@ def batched(labelled):
 def earlier(out_dir):
     """meta.json of an earlier prepare.py run in out_dir, or None (none there, or damaged)."""
     try:
-        meta = tok.read_meta(out_dir)
+        meta = data.read_meta(out_dir)
         return meta if isinstance(meta.get('args'), dict) and isinstance(meta.get('inputs'), dict) else None
     except (OSError, ValueError):
         return None
