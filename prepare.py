@@ -172,14 +172,13 @@ def rows_stories(rows, column, where):
             yield story
 
 
-def table_stories(path, column):
+def load(what, hint, *args, **kwargs):
+    """datasets.load_dataset(*args, **kwargs) streamed, or its failure in one line naming what and the hint."""
     import datasets  # imported only here: it is slow to import and only these paths need it
     try:
-        rows = datasets.load_dataset(_FORMATS[os.path.splitext(path)[1].lower()], data_files=[path],
-                                     split='train', streaming=True)
+        return datasets.load_dataset(*args, streaming=True, **kwargs)
     except Exception as e:
-        raise ValueError(f"can't read {path} ({type(e).__name__}: {str(e)[:200]}); check it is valid {os.path.splitext(path)[1]}") from None
-    return rows_stories(rows, column, path)
+        raise ValueError(f"can't read {what} ({type(e).__name__}: {str(e)[:200]}); {hint}") from None
 
 
 def check_hub(name):
@@ -205,25 +204,19 @@ def hub_splits(name, config):
                          f"check --hf_config, or use {_HINT}") from None
 
 
-def hub_stories(name, config, split, column):
-    import datasets
-    try:
-        rows = datasets.load_dataset(name, config or None, split=split, streaming=True)
-    except Exception as e:
-        raise ValueError(f"can't load {name} ({split}) from the Hugging Face hub ({type(e).__name__}: {str(e)[:200]}); "
-                         f"use {_HINT}") from None
-    return rows_stories(rows, column, f'{name} ({split})')
-
-
 def stories(entries, hub_split, column, config=''):
     """Every story of entries (from resolve) in order; hub datasets give their split hub_split (config: hf_config)."""
     for kind, p in entries:
+        ext = os.path.splitext(p)[1].lower()
         if kind == 'hub':
-            yield from hub_stories(p, config, hub_split, column)
-        elif _FORMATS[os.path.splitext(p)[1].lower()] == 'txt':
+            rows = load(f'{p} ({hub_split}) from the Hugging Face hub', f'use {_HINT}', p, config or None,
+                        split=hub_split)
+            yield from rows_stories(rows, column, f'{p} ({hub_split})')
+        elif _FORMATS[ext] == 'txt':
             yield from txt_stories(p)
         else:
-            yield from table_stories(p, column)
+            rows = load(p, f'check it is valid {ext}', _FORMATS[ext], data_files=[p], split='train')
+            yield from rows_stories(rows, column, p)
 
 
 def fingerprint(entries):
@@ -326,18 +319,18 @@ def main(argv=None):
     from tqdm import tqdm
 
     # ---- check the settings before touching anything
-    if tokenizer not in ('bpe', 'gpt2'):
-        raise ValueError(f"tokenizer must be 'bpe' or 'gpt2', got {tokenizer!r}")
+    for broken, message in (
+            (tokenizer not in ('bpe', 'gpt2'), f"tokenizer must be 'bpe' or 'gpt2', got {tokenizer!r}"),
+            (not 0 <= val_fraction < 1, f"val_fraction must be in [0, 1), got {val_fraction}"),
+            (val_source and val_fraction, "val_source and val_fraction both set; pass one of them (a file for val, "
+             "or a fraction to carve out)"),
+            (min(max_stories, bpe_train_bytes, num_proc) < 0, "max_stories, bpe_train_bytes and num_proc must be >= 0 "
+             "(0 = all)"),
+            (os.path.exists(out_dir) and not os.path.isdir(out_dir), f"out_dir {out_dir} is a file; pass a directory")):
+        if broken:
+            raise ValueError(message)
     if tokenizer == 'bpe':
         tok.check_vocab_size(vocab_size)  # now, not after reading the data
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if val_source and val_fraction:
-        raise ValueError("val_source and val_fraction both set; pass one of them (a file for val, or a fraction to carve out)")
-    if max_stories < 0 or bpe_train_bytes < 0 or num_proc < 0:
-        raise ValueError("max_stories, bpe_train_bytes and num_proc must be >= 0 (0 = all)")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir {out_dir} is a file; pass a directory")
     train_entries = resolve(source, '--source')
     val_entries = resolve(val_source, '--val_source') if val_source else []
     nproc = num_proc or os.cpu_count() or 1
@@ -394,6 +387,8 @@ def main(argv=None):
 
         # ---- the tokenizer: GPT-2's, or a BPE trained on the first bpe_train_bytes of train stories
         stream, head = labelled(), []
+        no_stories = (f"no training stories in {source}; check the file(s) hold text (for tables: the column "
+                      f"--text_column={text_column!r})")
         if tokenizer == 'gpt2':
             enc, bpe_text = tok.load_gpt2(gpt2_dir or None), None
         else:
@@ -410,8 +405,7 @@ def main(argv=None):
                     elif not carve:
                         break  # train part done, now reading the separate val source: stop holding it
             if not train_texts:
-                raise ValueError(f"no training stories in {source}; check the file(s) hold text "
-                                 f"(for tables: the column --text_column={text_column!r})")
+                raise ValueError(no_stories)
             print(f"bpe: learning {vocab_size - 257} merges from {len(train_texts):,} stories ({n_chars / 1e6:.1f}M chars)")
             merges = tok.train_bpe(train_texts, vocab_size, num_proc=nproc)
             if len(merges) < vocab_size - 257:
@@ -438,8 +432,7 @@ def main(argv=None):
                     bar.update(n)
                     head = []  # so the bpe-training stories can be freed once the chain is past them
             if not splits['train']['stories']:
-                raise ValueError(f"no training stories in {source}; check the file(s) hold text "
-                                 f"(for tables: the column --text_column={text_column!r})")
+                raise ValueError(no_stories)
             if not splits['val']['stories']:
                 raise ValueError(f"no validation stories ({val_source or 'val_fraction'} gave none); "
                                  "pass --val_source=FILE or a larger --val_fraction")

@@ -138,11 +138,11 @@ def test_table_errors_are_one_line(tmp_path):
     """A missing text column names the columns there are; a corrupt parquet file is a one-line ValueError."""
     (tmp_path / 'a.jsonl').write_text(json.dumps({'body': 'x'}) + '\n')
     with pytest.raises(ValueError, match=r"no column 'text' \(columns: body\); pass --text_column") as e:
-        list(prepare.table_stories(str(tmp_path / 'a.jsonl'), 'text'))
+        list(prepare.stories([('file', str(tmp_path / 'a.jsonl'))], 'train', 'text'))
     one_line(e.value)
     (tmp_path / 'b.parquet').write_bytes(b'PAR1 this is not parquet')
     with pytest.raises(ValueError, match=r"can't read .*b\.parquet") as e:
-        list(prepare.table_stories(str(tmp_path / 'b.parquet'), 'text'))
+        list(prepare.stories([('file', str(tmp_path / 'b.parquet'))], 'train', 'text'))
     one_line(e.value)
 
 
