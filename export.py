@@ -10,16 +10,14 @@ custom code, and, if asked, a GGUF file in it that llama.cpp runs:
 The directory holds model.safetensors (fp32 weights), config.json, generation_config.json (bos = eos = pad =
 <|endoftext|>), and the tokenizer as tokenizer.json + tokenizer_config.json + special_tokens_map.json.
 
-Which class (CLASSES below says what each needs; all are pre-norm):
+Which class (CLASSES below; all pre-norm, any n_kv_head, tied or not):
 - RoPE + RMSNorm: LlamaForCausalLM (SwiGLU), Qwen3ForCausalLM (SwiGLU + QK-norm), ArceeForCausalLM (squared
   ReLU, hidden_act='relu2') or ApertusForCausalLM (squared ReLU + QK-norm). All four lay weights out as Llama:
   our fused qkv Linear is cut into q/k/v_proj, our gated MLP's `up` (value half, then gate half) into up_proj
   (value) and gate_proj (gate); a plain MLP is up_proj -> act -> down_proj. Rotary layout: ours pairs dimension
-  i with i + head_dim/2, and so does their rotate_half, so q/k need no permutation. QK-norm: Qwen3 and Apertus
-  normalise each head's q and k with an RMSNorm before the rotation, as we do, with rms_norm_eps, the epsilon
-  of all our RMSNorms. rope_scaling is set to plain rotary with our theta: Apertus's default is llama3-style
-  scaling. Qwen3's and Apertus's MLPs have no biases, so they need bias=False; Llama's and Arcee's
-  attention_bias / mlp_bias cover ours. Any n_kv_head, tied or not.
+  i with i + head_dim/2, as their rotate_half does. QK-norm: Qwen3 and Apertus, like us, RMS-normalise each
+  head's q and k before the rotation, with rms_norm_eps (1e-6, as all our RMSNorms). rope_scaling is set to
+  plain rotary: Apertus's default is llama3-style scaling. Qwen3's and Apertus's MLPs have no biases.
 - pos='learned', norm='layernorm', act='gelu', n_kv_head=None -> GPT2LMHeadModel. Its Conv1D stores weights
   as (in, out), the transpose of our Linear; its activation 'gelu' is the exact erf GELU we use ('gelu_new',
   GPT-2's default, is the tanh approximation); a bias-free model gets zero biases.
@@ -50,8 +48,7 @@ the matrices so (q8_0 falls back to f16 for rows that are not a multiple of 32);
 Verification (skip with --verify=False): the written directory is loaded with transformers (when installed)
 and its fp32 logits on a few sequences must equal ours within 1e-4, and its tokenizer's ids ours on a sample
 text, before any file appears in export_dir; a failed check writes nothing. The GGUF is written from the
-checked weights; --llama_cpp=True then runs it in llama.cpp beside our model (check_llama_cpp; `make
-gguf-check` installs llama-cpp-python and does it for the CPU demo's model).
+checked weights; --llama_cpp=True runs it in llama.cpp beside our model (`make gguf-check`).
 """
 import json
 import os
@@ -75,7 +72,7 @@ CLASSES = {'LlamaForCausalLM': ('llama', 'llama', dict(ROPE, act='swiglu', qk_no
            'ApertusForCausalLM': ('apertus', 'apertus', dict(ROPE, act='relu2', qk_norm=True, bias=False)),
            'GPT2LMHeadModel': ('gpt2', 'gpt2', dict(pos='learned', norm='layernorm', norm_pos='pre', act='gelu',
                                                     qk_norm=False, n_kv_head=None))}
-GGUF_NEEDS = {'arcee': dict(bias=False)}  # what llama.cpp's architecture lacks beyond the class: arcee loads no biases
+GGUF_NEEDS = {'arcee': dict(bias=False)}  # where llama.cpp's architecture lacks what its class has: arcee's biases
 GGUF_TYPES = {'f32': 'ALL_F32', 'f16': 'MOSTLY_F16', 'q8_0': 'MOSTLY_Q8_0'}  # --gguf -> gguf.LlamaFileType
 # GPTConfig fields export.py reads or may ignore; a field outside this set is exportable only at its default
 KNOWN_FIELDS = {'vocab_size', 'block_size', 'n_layer', 'n_head', 'n_kv_head', 'n_embd', 'mlp_hidden', 'bias',
@@ -127,8 +124,8 @@ def llama_style(model, cls):
                             ('mlp.down_proj', getattr(b.mlp.down, kind)), *((f'mlp.{n}', t) for n, t in mlp)):
                 sd[f'{p}{name}.{kind}'] = t
         if c.qk_norm:
-            sd[p + 'self_attn.q_norm.weight'], sd[p + 'self_attn.k_norm.weight'] = b.attn.q_norm.weight, \
-                b.attn.k_norm.weight
+            sd[p + 'self_attn.q_norm.weight'] = b.attn.q_norm.weight
+            sd[p + 'self_attn.k_norm.weight'] = b.attn.k_norm.weight
         sd[p + norms[0] + '.weight'], sd[p + norms[1] + '.weight'] = b.norm1.weight, b.norm2.weight
     sd['model.norm.weight'] = model.norm_f.weight
     if not c.tie_weights:
@@ -159,14 +156,14 @@ def gpt2_style(model, cls):
 
 
 def hf_model(model, eot_id):
-    """The model (a GPT) for transformers: (class, config.json as a dict, {name: fp32 tensor}), each tensor with
-    its own memory (safetensors refuses tensors that share it). A tied lm_head is left out: transformers ties it."""
+    """The model (a GPT) for transformers: (config.json as a dict, {name: fp32 tensor}), each tensor with its own
+    memory (safetensors refuses tensors that share it). A tied lm_head is left out: transformers ties it."""
     cls, c = hf_class(model.config), model.config
     config, sd = (gpt2_style if cls == 'GPT2LMHeadModel' else llama_style)(model, cls)
     config = dict(architectures=[cls], model_type=CLASSES[cls][0], vocab_size=c.vocab_size, bos_token_id=eot_id,
                   eos_token_id=eot_id, tie_word_embeddings=c.tie_weights, initializer_range=0.02, use_cache=True,
                   torch_dtype='float32', **config)
-    return cls, config, {k: t.detach().to(torch.float32).contiguous().clone() for k, t in sd.items()}
+    return config, {k: t.detach().to(torch.float32).contiguous().clone() for k, t in sd.items()}
 
 
 def bpe_tables(enc):
@@ -237,7 +234,7 @@ def write_gguf(model, enc, path, qtype='f32'):
     w = gguf.GGUFWriter(path, arch)
     for key, value in kv.items():
         getattr(w, 'add_' + key)(value)
-    _, _, sd = hf_model(model, eot)
+    sd = hf_model(model, eot)[1]
     if arch == 'apertus' and c.tie_weights:  # llama.cpp's apertus requires output.weight
         sd['lm_head.weight'] = sd['model.embed_tokens.weight']
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], c.n_layer)
@@ -265,7 +262,7 @@ def write_files(model, enc, d, source=''):
     if enc.n_vocab > c.vocab_size:
         raise ValueError(f'export: the tokenizer has {enc.n_vocab} tokens but the model only {c.vocab_size}; '
                          'the checkpoint is damaged, re-copy or retrain it')
-    _, config, sd = hf_model(model, eot)
+    config, sd = hf_model(model, eot)
     files = {
         'config.json': config | {'exported_by': f'tinystories-gpt export.py from {source}'},
         'generation_config.json': dict(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot),
