@@ -25,8 +25,8 @@ Which class (CLASSES below; all pre-norm, any n_kv_head, tied or not):
   with learned positions, options export.py does not know) is refused in one line naming the option.
   dropout, label_smoothing and zero_init only shape training, so they never block an export.
 
-Vocabulary: our embedding and lm_head have padded_vocab rows (a multiple of 64) whose extra logits the model
-cuts off. The export keeps exactly vocab_size rows, so the padded ids do not exist in it at all.
+Vocabulary: the export keeps exactly vocab_size rows of our embedding and lm_head (padded_vocab rows, a
+multiple of 64, whose extra logits the model cuts off), so the padded ids do not exist in it at all.
 
 Tokenizer: tiktoken merges the adjacent pair whose concatenation has the lowest id, and keeps a pre-token that
 is itself a token whole. tokenizer.json says the same to the `tokenizers` library: a byte-level BPE whose
@@ -35,22 +35,22 @@ the pre-tokenizer is our GPT-2 regex followed by the byte-level mapping; <|endof
 token (bos, eos and unk). No token is added to what you encode: like sample.py, put <|endoftext|> before a
 prompt, since every training story followed one.
 
-GGUF (--gguf=f32|f16|q8_0 writes model-<type>.gguf into the directory, with the `gguf` package): the same
-weights, renamed by gguf's own map of transformers names, for llama.cpp's architecture of the class
-(CLASSES): llama, qwen3, arcee, apertus or gpt2. Three layouts differ from transformers': llama.cpp's llama and
-arcee rotate adjacent pairs (2i, 2i+1), so q/k rows are permuted within each head exactly as llama.cpp's own
-convert_hf_to_gguf.py permutes a Llama (qwen3 and apertus rotate halves, as we do); its apertus MLP is xIELU,
-which with alpha_p=1, alpha_n=0, beta=0 is relu(x)^2 exactly; its gpt2 computes GELU with the tanh
-approximation, so a GPT-2-style model runs close to ours, not equal. The tokenizer is tokenizer.json's tokens
-and merges as model 'gpt2' with pre-tokenizer 'gpt-2' (our regex); llama.cpp adds no BOS. f16 and q8_0 store
-the matrices so (q8_0 falls back to f16 for rows that are not a multiple of 32); norms and biases stay f32.
+GGUF (--gguf=f32|f16|q8_0: model-<type>.gguf in the directory, by the `gguf` package): the same weights, renamed
+by gguf's map of transformers names, for llama.cpp's architecture of the class (CLASSES). llama.cpp's llama and
+arcee rotate adjacent pairs (2i, 2i+1), so q/k rows are permuted within each head as its convert_hf_to_gguf.py
+permutes a Llama's (qwen3 and apertus rotate halves, as we do); its apertus MLP is xIELU, set to its case
+relu(x)^2; its gpt2 has the tanh-approximated GELU, so a GPT-2-style model runs close to ours, not equal. The
+tokenizer is tokenizer.json's tokens and merges as model 'gpt2', pre-tokenizer 'gpt-2' (our regex), no BOS
+added. f16 and q8_0 store the matrices so (q8_0 keeps f16 for rows not a multiple of 32); norms stay f32.
 
 Verification (skip with --verify=False): the written directory is loaded with transformers (when installed)
 and its fp32 logits on a few sequences must equal ours within 1e-4, and its tokenizer's ids ours on a sample
 text, before any file appears in export_dir; a failed check writes nothing. The GGUF is written from the
 checked weights; --llama_cpp=True runs it in llama.cpp beside our model (`make gguf-check`).
 """
+import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -123,9 +123,8 @@ def llama_style(model, cls):
                             ('self_attn.o_proj', getattr(b.attn.proj, kind)),
                             ('mlp.down_proj', getattr(b.mlp.down, kind)), *((f'mlp.{n}', t) for n, t in mlp)):
                 sd[f'{p}{name}.{kind}'] = t
-        if c.qk_norm:
-            sd[p + 'self_attn.q_norm.weight'] = b.attn.q_norm.weight
-            sd[p + 'self_attn.k_norm.weight'] = b.attn.k_norm.weight
+        for name in ('q_norm', 'k_norm') if c.qk_norm else ():
+            sd[f'{p}self_attn.{name}.weight'] = getattr(b.attn, name).weight
         sd[p + norms[0] + '.weight'], sd[p + norms[1] + '.weight'] = b.norm1.weight, b.norm2.weight
     sd['model.norm.weight'] = model.norm_f.weight
     if not c.tie_weights:
@@ -228,9 +227,10 @@ def write_gguf(model, enc, path, qtype='f32'):
               add_bos_token=False)  # as with transformers: the prompt carries its <|endoftext|>
     kv |= dict(layer_norm_rms_eps=model.norm_f.eps, rope_freq_base=c.rope_theta, rope_dimension_count=c.head_dim) \
         if c.pos == 'rope' else dict(layer_norm_eps=model.norm_f.eps)
-    if arch == 'apertus':  # xIELU(x) = alpha_p x^2 + beta x if x > 0 else alpha_n (expm1(min(x, eps)) - x) + beta x
-        kv |= dict(xielu_alpha_p=[1.0] * c.n_layer, xielu_alpha_n=[0.0] * c.n_layer, xielu_beta=[0.0] * c.n_layer,
-                   xielu_eps=[0.0] * c.n_layer)  # = relu(x)^2 in every layer
+    if arch == 'apertus':  # xIELU(x) = a_p x^2 + beta x if x > 0 else a_n (expm1(min(x, eps)) - x) + beta x, with
+        # a_p = softplus(alpha_p), a_n = beta + softplus(alpha_n): a_p = 1 and a_n = beta = 0 make it relu(x)^2
+        kv |= dict(xielu_alpha_p=[math.log(math.e - 1)] * c.n_layer, xielu_alpha_n=[-1000.0] * c.n_layer,
+                   xielu_beta=[0.0] * c.n_layer, xielu_eps=[0.0] * c.n_layer)  # softplus(-1000) = 0 in fp32
     w = gguf.GGUFWriter(path, arch)
     for key, value in kv.items():
         getattr(w, 'add_' + key)(value)
@@ -249,10 +249,8 @@ def write_gguf(model, enc, path, qtype='f32'):
             kind = gguf.GGMLQuantizationType.F16
         w.add_tensor(names.get_name(name, try_suffixes=('.weight', '.bias')),
                      gguf.quants.quantize(t.contiguous().numpy(), kind), raw_dtype=kind)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    for step in (w.write_header_to_file, w.write_kv_data_to_file, w.write_tensors_to_file, w.close):
+        step()
 
 
 def write_files(model, enc, d, source=''):
@@ -370,13 +368,15 @@ def export(model, enc, export_dir, overwrite=False, verify=True, source='', gguf
 @torch.no_grad()
 def check_llama_cpp(model, enc, path, prompt='Once upon a time', n=50, threads=2):
     """Run the GGUF at path in llama.cpp (llama-cpp-python) beside our model (eval mode, CPU), both greedy for n
-    tokens after <|endoftext|> + prompt on `threads` threads: returns (how many of the n tokens are equal
-    before the first difference, our tokens/s, llama.cpp's tokens/s). A ValueError if llama.cpp's tokenizer
-    gives other ids than ours; an ImportError if llama-cpp-python is not installed."""
+    tokens after <|endoftext|> + prompt on `threads` threads. Returns (how many of the n tokens are equal before
+    the first difference, the largest |logit difference| on the tokens llama.cpp read, our tokens/s, llama.cpp's
+    tokens/s). A ValueError if llama.cpp's tokenizer gives other ids than ours; an ImportError without
+    llama-cpp-python. Its key/value cache is f32 here: its default, f16, moves the logits by ~5e-3."""
     from llama_cpp import Llama
     text = tokenizer.EOT + prompt
     ids = enc.encode(text, allowed_special='all')
-    llm = Llama(path, n_ctx=model.config.block_size, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = Llama(path, n_ctx=model.config.block_size, n_threads=threads, n_threads_batch=threads, type_k=0, type_v=0,
+                logits_all=True, verbose=False)  # type 0: GGML_TYPE_F32
     theirs = llm.tokenize(text.encode(), add_bos=False, special=True)
     if theirs != ids:
         raise ValueError(f'export: llama.cpp tokenizes {text!r} as {theirs}, we as {ids}; please report it')
@@ -384,14 +384,13 @@ def check_llama_cpp(model, enc, path, prompt='Once upon a time', n=50, threads=2
     t0 = time.perf_counter()
     ours = model.generate(torch.tensor([ids]), n, temperature=0)[0, len(ids):].tolist()
     t1 = time.perf_counter()
-    theirs = []
-    for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0):  # never stops by itself
-        theirs.append(token)
-        if len(theirs) == n:
-            break
+    theirs = list(itertools.islice(llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0), n))  # endless
     t2 = time.perf_counter()
+    seq = torch.tensor([ids + theirs[:-1]])  # what llama.cpp read, its logits in llm.scores
+    diff = (model(seq, targets=seq)[0][0] - torch.from_numpy(llm.scores[:seq.size(1)])).abs().max().item()
+    llm.close()  # now, not at interpreter exit, where llama-cpp-python's finaliser fails noisily
     same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), n)
-    return same, n / (t1 - t0), n / (t2 - t1)
+    return same, diff, n / (t1 - t0), n / (t2 - t1)
 
 
 if __name__ == '__main__':
@@ -402,13 +401,12 @@ if __name__ == '__main__':
     verify = True           # load the export with transformers and require its logits to equal ours (<= 1e-4)
     overwrite = False       # write into a non-empty directory that is not an earlier export (its other files stay)
     gguf = ''               # also write export_dir/model-<gguf>.gguf for llama.cpp: 'f32' | 'f16' | 'q8_0'
-    llama_cpp = False       # then run it in llama.cpp (pip install llama-cpp-python): greedy tokens, tokens/s
+    llama_cpp = False       # run it (f32 unless --gguf) in llama.cpp (pip install llama-cpp-python) beside ours
     # -----------------------------------------------------------------------------
     from configurator import configure
     from model import GPT
     configure(globals())  # from here on, a ValueError / OSError ends the script with its one-line message
-    if llama_cpp and not gguf:
-        raise ValueError('export: --llama_cpp=True runs the GGUF file; name its type with --gguf=f32 (or f16, q8_0)')
+    gguf = gguf or ('f32' if llama_cpp else '')
     path = rundir.find_checkpoint(out_dir, ckpt)
     model, checkpoint = GPT.from_checkpoint(path)  # one-line errors for a damaged file
     if 'tokenizer' not in checkpoint:
@@ -420,12 +418,13 @@ if __name__ == '__main__':
     checked = f'; max |logit difference| vs ours {worst:.1e}' if worst is not None else ''
     print(f'exported {path} ({model.num_params() / 1e6:.2f}M params, vocab {model.config.vocab_size}) '
           f'as {cls} to {export_dir}{checked}')
+    gguf_path = os.path.join(export_dir, f'model-{gguf}.gguf')
     if gguf:
-        print(f'wrote {os.path.join(export_dir, f"model-{gguf}.gguf")} (llama.cpp architecture {CLASSES[cls][1]})')
+        print(f'wrote {gguf_path} for llama.cpp\'s architecture {CLASSES[cls][1]}')
     if llama_cpp:
-        same, ours, theirs = check_llama_cpp(model, enc, os.path.join(export_dir, f'model-{gguf}.gguf'))
-        print(f'llama.cpp: same tokenizer ids; greedy tokens equal to ours {same}/50; tokens/s on 2 threads: '
-              f'llama.cpp {theirs:.0f}, ours {ours:.0f}')
+        same, diff, ours, theirs = check_llama_cpp(model, enc, gguf_path)
+        print(f'llama.cpp: same tokenizer ids; max |logit difference| vs ours {diff:.1e}; greedy tokens equal to '
+              f'ours {same}/50; tokens/s on 2 threads: llama.cpp {theirs:.0f}, ours {ours:.0f}')
         if gguf == 'f32' and same < 50:
             raise ValueError(f'export: llama.cpp\'s greedy tokens differ from ours at token {same} in fp32; '
                              'the GGUF conversion is wrong for this model, please report it')

@@ -131,13 +131,14 @@ def test_f16_and_q8_0_gguf_hold_our_weights_within_their_rounding(exports, tmp_p
         assert q8[name][0] == 'Q8_0' and (np.abs(q8[name][1].reshape(-1, 32) - blocks) <= step * 0.57).all()
 
 
+# llama.cpp's gpt2 has the tanh-approximated GELU, not ours: its logits are only close (~2e-3), its greedy tokens ours.
 @pytest.mark.parametrize('name', ['llama-gqa-tied', 'llama-mqa-untied-bias', 'qwen3-gqa-untied', 'arcee-tied',
-                                  'apertus-gqa-tied'])
-def test_llama_cpp_runs_the_gguf_greedily_as_we_do(exports, name):
+                                  'apertus-gqa-tied', 'gpt2-bias'])
+def test_llama_cpp_gives_our_logits_and_greedy_tokens(exports, name):
     pytest.importorskip('llama_cpp')  # `make gguf-check` installs it; compiling it is too slow for `make test`
     model, enc, d = exports[name]
-    same, _, _ = export.check_llama_cpp(model, enc, str(d / 'model-f32.gguf'), n=20, threads=1)
-    assert same == 20
+    same, diff, _, _ = export.check_llama_cpp(model, enc, str(d / 'model-f32.gguf'), n=20, threads=1)
+    assert same == 20 and diff <= (1e-2 if name.startswith('gpt2') else 1e-4)
 
 
 @pytest.mark.parametrize('kw, named', [
@@ -153,7 +154,7 @@ def test_unrepresentable_options_are_refused_in_one_line(kw, named):
     assert named in msg and '\n' not in msg and all(f'{cls} needs' in msg for cls in CLASS.values())
 
 
-def test_llama_cpp_refusals_are_one_line(encs, tmp_path):
+def test_gguf_refusals_are_one_line_and_write_nothing(encs, tmp_path):
     for kw, gguf, named in ((dict(act='relu2', bias=True), 'f32', 'bias=True'), ({}, 'q4', "--gguf='q4'")):
         with pytest.raises(ValueError) as e:
             export.export(tiny(encs['bpe'], **kw), encs['bpe'], str(tmp_path / 'hf'), gguf=gguf)
