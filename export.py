@@ -322,13 +322,13 @@ def is_export(d):
 
 
 def export(model, enc, export_dir, overwrite=False, verify=True, source='', gguf=''):
-    """Write the model (a GPT in eval mode) and its tokenizer enc to export_dir as a transformers directory, and
-    with gguf ('f32' | 'f16' | 'q8_0') the GGUF file model-<gguf>.gguf in it. Files are written and checked in a
-    temporary directory beside export_dir, then moved in one by one (os.replace) while this process holds
-    export_dir's lock (rundir.lock), so export_dir never holds a half-written file, a failed check leaves it
-    untouched, and two exports into it at once cannot mix their files: the second is refused. A non-empty
-    export_dir that is not an earlier export is refused unless overwrite (then its other files stay).
-    Returns the largest logit difference measured, or None if not checked (verify=False or no transformers)."""
+    """Write the model (a GPT in eval mode) and its tokenizer enc to export_dir as a transformers directory, with
+    gguf ('f32' | 'f16' | 'q8_0') model-<gguf>.gguf in it. Written and checked in a temporary directory beside
+    export_dir, the files are moved in (os.replace) under export_dir's lock (rundir.lock): export_dir never holds
+    a half-written file or two exports' files (a second export at once is refused; export files this one does
+    not write, another GGUF type, are removed), and a failed check leaves it untouched. A non-empty export_dir
+    that is not an earlier export is refused unless overwrite (then its other files stay). Returns the largest
+    logit difference measured, or None if not checked (verify=False or no transformers)."""
     hf_class(model.config)  # refuse an unexportable model before touching the disk
     if gguf and gguf not in GGUF_TYPES:
         raise ValueError(f'export: --gguf={gguf!r} is not a GGUF type export.py writes; use {", ".join(GGUF_TYPES)}')
@@ -353,10 +353,13 @@ def export(model, enc, export_dir, overwrite=False, verify=True, source='', gguf
                 print('export: transformers is not installed, so the export is not checked (pip install transformers)')
         if gguf:
             write_gguf(model, enc, os.path.join(tmp, f'model-{gguf}.gguf'), gguf)
-        held = rundir.lock(export_dir)  # BlockingIOError naming the holder while another export writes there
+        held, written = rundir.lock(export_dir), os.listdir(tmp)  # BlockingIOError while another export holds it
         try:
-            for name in os.listdir(tmp):
+            for name in written:
                 os.replace(os.path.join(tmp, name), os.path.join(export_dir, name))
+            for name in EXPORT_FILES - set(written) - {rundir.LOCK}:  # an earlier export's GGUF: another model's
+                if os.path.exists(os.path.join(export_dir, name)):
+                    os.remove(os.path.join(export_dir, name))
         finally:
             if held:
                 held.close()
@@ -414,13 +417,10 @@ if __name__ == '__main__':
     enc = tokenizer.from_state(checkpoint['tokenizer'])
     export_dir = export_dir or os.path.join(out_dir, 'hf')
     worst = export(model, enc, export_dir, overwrite=overwrite, verify=verify, source=path, gguf=gguf)
-    cls = hf_class(model.config)
+    cls, gguf_path = hf_class(model.config), os.path.join(export_dir, f'model-{gguf}.gguf')
     checked = f'; max |logit difference| vs ours {worst:.1e}' if worst is not None else ''
-    print(f'exported {path} ({model.num_params() / 1e6:.2f}M params, vocab {model.config.vocab_size}) '
-          f'as {cls} to {export_dir}{checked}')
-    gguf_path = os.path.join(export_dir, f'model-{gguf}.gguf')
-    if gguf:
-        print(f'wrote {gguf_path} for llama.cpp\'s architecture {CLASSES[cls][1]}')
+    print(f'exported {path} ({model.num_params() / 1e6:.2f}M params, vocab {model.config.vocab_size}) as {cls} to '
+          f'{export_dir}{checked}' + (f'; {gguf_path} for llama.cpp\'s {CLASSES[cls][1]}' if gguf else ''))
     if llama_cpp:
         same, diff, ours, theirs = check_llama_cpp(model, enc, gguf_path)
         print(f'llama.cpp: same tokenizer ids; max |logit difference| vs ours {diff:.1e}; greedy tokens equal to '

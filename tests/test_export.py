@@ -114,10 +114,12 @@ def test_f16_and_q8_0_gguf_hold_our_weights_within_their_rounding(exports, tmp_p
     import numpy as np
     from gguf import GGUFReader, quants
     model, enc, _ = exports['apertus-gqa-tied']
-    for t in ('f32', 'f16', 'q8_0'):
+
+    def read(t):  # an export with a GGUF of type t replaces the one of another type
         export.export(model, enc, str(tmp_path), verify=False, gguf=t)
-    read = lambda t: {r.name: (r.tensor_type.name, quants.dequantize(r.data, r.tensor_type))
-                      for r in GGUFReader(tmp_path / f'model-{t}.gguf').tensors}
+        assert [p for p in os.listdir(tmp_path) if p.endswith('.gguf')] == [f'model-{t}.gguf']
+        return {r.name: (r.tensor_type.name, quants.dequantize(r.data, r.tensor_type))
+                for r in GGUFReader(tmp_path / f'model-{t}.gguf').tensors}
     exact, f16, q8 = read('f32'), read('f16'), read('q8_0')
     assert set(exact) == set(f16) == set(q8) and 'output.weight' in exact  # llama.cpp's apertus wants output
     for name, (_, w) in exact.items():
@@ -179,8 +181,9 @@ def test_script_exports_a_trained_checkpoint_and_checks_it(monkeypatch, capsys, 
     d = tmp_path / 'hf'
     for gguf in ('', 'f16'):  # the second run replaces its own earlier export without --overwrite
         run_export(monkeypatch, f'--out_dir={tiny_ckpt}', f'--export_dir={d}', f'--gguf={gguf}')
-        line = capsys.readouterr().out.strip().splitlines()[0]
+        line = capsys.readouterr().out.strip().splitlines()[-1]
         assert line.startswith('exported') and 'LlamaForCausalLM' in line and 'logit difference' in line, line
+    assert 'model-f16.gguf for llama.cpp\'s llama' in line
     assert set(os.listdir(d)) == NO_GGUF | {'model-f16.gguf'}  # with rundir's .lock
     assert not [p for p in os.listdir(tmp_path) if p != 'hf']  # no temporary directory left behind
 
