@@ -330,9 +330,10 @@ def export(model, enc, export_dir, overwrite=False, verify=True, source='', gguf
     that is not an earlier export is refused unless overwrite (then its other files stay). Returns the largest
     logit difference measured, or None if not checked (verify=False or no transformers)."""
     hf_class(model.config)  # refuse an unexportable model before touching the disk
-    if gguf and gguf not in GGUF_TYPES:
-        raise ValueError(f'export: --gguf={gguf!r} is not a GGUF type export.py writes; use {", ".join(GGUF_TYPES)}')
-    if gguf:
+    if gguf:  # and one llama.cpp cannot run
+        if gguf not in GGUF_TYPES:
+            raise ValueError(f'export: --gguf={gguf!r} is not a GGUF type export.py writes; use one of '
+                             + ', '.join(GGUF_TYPES))
         gguf_arch(model.config, enc)
     if os.path.exists(export_dir):
         if not os.path.isdir(export_dir):
