@@ -21,19 +21,17 @@ Which class (CLASSES below; all pre-norm, any n_kv_head, tied or not):
 - pos='learned', norm='layernorm', act='gelu', n_kv_head=None -> GPT2LMHeadModel. Its Conv1D stores weights
   as (in, out), the transpose of our Linear; its activation 'gelu' is the exact erf GELU we use ('gelu_new',
   GPT-2's default, is the tanh approximation); a bias-free model gets zero biases.
-- Anything else (sinusoidal or no positions, post-norm, relu/silu/geglu, no norm, LayerNorm with RoPE, GQA
-  with learned positions, options export.py does not know) is refused in one line naming the option.
-  dropout, label_smoothing and zero_init only shape training, so they never block an export.
+- Anything else (sinusoidal or no positions, post-norm, relu/silu/geglu, no norm, LayerNorm with RoPE, GQA with
+  learned positions, unknown options) is refused in one line naming the options; training-only ones never are.
 
 Vocabulary: the export keeps exactly vocab_size rows of our embedding and lm_head (padded_vocab rows, a
 multiple of 64, whose extra logits the model cuts off), so the padded ids do not exist in it at all.
 
 Tokenizer: tiktoken merges the adjacent pair whose concatenation has the lowest id, and keeps a pre-token that
 is itself a token whole. tokenizer.json says the same to the `tokenizers` library: a byte-level BPE whose
-merges are every split of every token into two tokens, ordered by the token's id, with ignore_merges=True;
-the pre-tokenizer is our GPT-2 regex followed by the byte-level mapping; <|endoftext|> is the one special
-token (bos, eos and unk). No token is added to what you encode: like sample.py, put <|endoftext|> before a
-prompt, since every training story followed one.
+merges are every split of every token into two tokens, ordered by the token's id, with ignore_merges=True,
+after our GPT-2 regex and the byte-level mapping; <|endoftext|> is the one special token (bos, eos and unk).
+No token is added to what you encode: like sample.py, start a prompt with <|endoftext|>, as every story did.
 
 GGUF (--gguf=f32|f16|q8_0: model-<type>.gguf in the directory, by the `gguf` package): the same weights, renamed
 by gguf's map of transformers names, for llama.cpp's architecture of the class (CLASSES). llama.cpp's llama and
@@ -45,8 +43,7 @@ added. f16 and q8_0 store the matrices so (q8_0 keeps f16 for rows not a multipl
 
 Verification (skip with --verify=False): the written directory is loaded with transformers (when installed)
 and its fp32 logits on a few sequences must equal ours within 1e-4, and its tokenizer's ids ours on a sample
-text, before any file appears in export_dir; a failed check writes nothing. The GGUF is written from the
-checked weights; --llama_cpp=True runs it in llama.cpp beside our model (`make gguf-check`).
+text, before any file appears in export_dir. --llama_cpp=True runs the GGUF in llama.cpp (`make gguf-check`).
 """
 import itertools
 import json
@@ -358,9 +355,8 @@ def export(model, enc, export_dir, overwrite=False, verify=True, source='', gguf
         try:
             for name in written:
                 os.replace(os.path.join(tmp, name), os.path.join(export_dir, name))
-            for name in EXPORT_FILES - set(written) - {rundir.LOCK}:  # an earlier export's GGUF: another model's
-                if os.path.exists(os.path.join(export_dir, name)):
-                    os.remove(os.path.join(export_dir, name))
+            for name in (EXPORT_FILES - set(written) - {rundir.LOCK}) & set(os.listdir(export_dir)):
+                os.remove(os.path.join(export_dir, name))  # an earlier export's GGUF: another model's
         finally:
             if held:
                 held.close()
@@ -385,6 +381,9 @@ def check_llama_cpp(model, enc, path, prompt='Once upon a time', n=50, threads=2
     if theirs != ids:
         raise ValueError(f'export: llama.cpp tokenizes {text!r} as {theirs}, we as {ids}; please report it')
     torch.set_num_threads(threads)
+    model.generate(torch.tensor([ids]), 2, temperature=0)  # warm both up: first calls allocate
+    llm.eval(ids)
+    llm.reset()
     t0 = time.perf_counter()
     ours = model.generate(torch.tensor([ids]), n, temperature=0)[0, len(ids):].tolist()
     t1 = time.perf_counter()
@@ -406,6 +405,7 @@ if __name__ == '__main__':
     overwrite = False       # write into a non-empty directory that is not an earlier export (its other files stay)
     gguf = ''               # also write export_dir/model-<gguf>.gguf for llama.cpp: 'f32' | 'f16' | 'q8_0'
     llama_cpp = False       # run it (f32 unless --gguf) in llama.cpp (pip install llama-cpp-python) beside ours
+    threads = 2             # CPU threads of both, for --llama_cpp's tokens/s
     # -----------------------------------------------------------------------------
     from configurator import configure
     from model import GPT
@@ -423,9 +423,9 @@ if __name__ == '__main__':
     print(f'exported {path} ({model.num_params() / 1e6:.2f}M params, vocab {model.config.vocab_size}) as {cls} to '
           f'{export_dir}{checked}' + (f'; {gguf_path} for llama.cpp\'s {CLASSES[cls][1]}' if gguf else ''))
     if llama_cpp:
-        same, diff, ours, theirs = check_llama_cpp(model, enc, gguf_path)
+        same, diff, ours, theirs = check_llama_cpp(model, enc, gguf_path, threads=threads)
         print(f'llama.cpp: same tokenizer ids; max |logit difference| vs ours {diff:.1e}; greedy tokens equal to '
-              f'ours {same}/50; tokens/s on 2 threads: llama.cpp {theirs:.0f}, ours {ours:.0f}')
+              f'ours {same}/50; tokens/s with threads={threads}: llama.cpp {theirs:.0f}, ours {ours:.0f}')
         if gguf == 'f32' and same < 50:
             raise ValueError(f'export: llama.cpp\'s greedy tokens differ from ours at token {same} in fp32; '
                              'the GGUF conversion is wrong for this model, please report it')
