@@ -143,6 +143,18 @@ def test_llama_cpp_gives_our_logits_and_greedy_tokens(exports, name):
     assert same == 20 and diff <= (1e-2 if name.startswith('gpt2') else 1e-4)
 
 
+@pytest.mark.parametrize('name', ['llama-gqa-tied', 'gpt2-bias'])  # our BPE, GPT-2's BPE
+def test_llama_cpp_tokenizes_validation_text_as_we_do(exports, shared_data, name):
+    llama_cpp = pytest.importorskip('llama_cpp')
+    _, enc, d = exports[name]
+    llm = llama_cpp.Llama(str(d / 'model-f32.gguf'), vocab_only=True, verbose=False)
+    text = (shared_data / 'tinystories' / 'validation-head.txt').read_text()[:50_000] + '<|endoftext|> café 🙂\n\n'
+    ids = enc.encode(text, allowed_special='all')
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+    assert llm.detokenize(ids, special=True).decode() == text
+    llm.close()
+
+
 @pytest.mark.parametrize('kw, named', [
     (dict(pos='sinusoidal'), "pos='sinusoidal'"), (dict(pos='none'), "pos='none'"),
     (dict(norm_pos='post'), "norm_pos='post'"), (dict(act='geglu'), "act='geglu'"),
