@@ -2,13 +2,14 @@
 #   make demo   install, prepare a small TinyStories set, train on the CPU, print a story (it starts the
 #               demo model in out-tinystories-cpu/ afresh each time)
 #   make test   install, run the test suite
+#   make gguf-check   after make demo: its model in llama.cpp (GGUF), greedy tokens and tokens/s beside ours
 # GPU machines: `pip install -r requirements.txt`, then see README.md.
 PY ?= python3
 # Local copies of TinyStories and the GPT-2 BPE files (the Hugging Face hub may be unreachable).
 export SHARED_DATA ?= $(abspath ../shared/data)
 TS := $(SHARED_DATA)/tinystories
 
-.PHONY: setup demo test
+.PHONY: setup demo test gguf-check
 setup:
 	$(PY) -m pip install -q -r requirements-cpu.txt
 
@@ -27,3 +28,11 @@ demo: setup
 # pytest exits 5 when it collects no tests: that is not a failure of the code.
 test: setup
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+# The demo's model (or OUT=another run directory) exported with a GGUF file and run in llama.cpp: its tokenizer
+# ids and 50 greedy tokens must equal ours (fp32), and both speeds are printed. Not part of `make test`:
+# installing llama-cpp-python compiles llama.cpp from source (~16 minutes on 2 cores).
+OUT ?= out-tinystories-cpu
+gguf-check: setup
+	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install llama-cpp-python
+	for t in f32 q8_0; do $(PY) export.py --out_dir=$(OUT) --gguf=$$t --llama_cpp=True || exit 1; done
