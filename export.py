@@ -55,6 +55,7 @@ import time
 
 import torch
 
+import decode
 import rundir
 import tokenizer
 from model import GPTConfig
@@ -381,11 +382,11 @@ def check_llama_cpp(model, enc, path, prompt='Once upon a time', n=50, threads=2
     if theirs != ids:
         raise ValueError(f'export: llama.cpp tokenizes {text!r} as {theirs}, we as {ids}; please report it')
     torch.set_num_threads(threads)
-    model.generate(torch.tensor([ids]), 2, temperature=0)  # warm both up: first calls allocate
+    list(decode.generate(model, torch.tensor([ids]), 2, temperature=0))  # warm both up: first calls allocate
     llm.eval(ids)
     llm.reset()
     t0 = time.perf_counter()
-    ours = model.generate(torch.tensor([ids]), n, temperature=0)[0, len(ids):].tolist()
+    ours = torch.cat(list(decode.generate(model, torch.tensor([ids]), n, temperature=0))).tolist()
     t1 = time.perf_counter()
     theirs = list(itertools.islice(llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0), n))  # endless
     t2 = time.perf_counter()
@@ -413,9 +414,7 @@ if __name__ == '__main__':
     gguf = gguf or ('f32' if llama_cpp else '')
     path = rundir.find_checkpoint(out_dir, ckpt)
     model, checkpoint = GPT.from_checkpoint(path)  # one-line errors for a damaged file
-    if 'tokenizer' not in checkpoint:
-        raise ValueError(f"{path} records no tokenizer; it wasn't written by this repo's train.py")
-    enc = tokenizer.from_state(checkpoint['tokenizer'])
+    enc = tokenizer.from_checkpoint(checkpoint, path)
     export_dir = export_dir or os.path.join(out_dir, 'hf')
     worst = export(model, enc, export_dir, overwrite=overwrite, verify=verify, source=path, gguf=gguf)
     cls, gguf_path = hf_class(model.config), os.path.join(export_dir, f'model-{gguf}.gguf')
