@@ -21,9 +21,10 @@ import data
 import tokenizer
 from conftest import ROOT, one_line, run_here
 from decode import generate
+from equations import equations
 from eval import evaluate, token_logprobs
 from model import GPT, GPTConfig
-from report import REP_N, STRATEGIES, distinct_n, model_math, repeated_share
+from report import REP_N, STRATEGIES, distinct_n, repeated_share
 
 SECTIONS = ('1. Model', '2. Setup', '3. Results', '4. Decoding study', '5. Discussion')
 PROMPTS = ('Once upon a time', 'Tom had a ball.')
@@ -229,13 +230,13 @@ CONFIGS = {  # config -> the components its equations must show, no more and no 
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_math_shows_exactly_the_components_of_the_config(name):
-    """model_math lists exactly the config's components (a RoPE model has no position table, a post-norm model shows
+def test_equations_show_exactly_the_components_of_the_config(name):
+    """equations() lists exactly the config's components (a RoPE model has no position table, a post-norm model shows
     post-norm, grouped-query attention appears only with n_kv_head < n_head), with the model's own sizes, in LaTeX
     that matplotlib's mathtext renders (what the PDF uses)."""
     kwargs, want = CONFIGS[name]
     c = GPTConfig(**kwargs)
-    math = model_math(c)
+    math = equations(c)
     assert [k for k, _, _ in math] and {k for k, _, _ in math} == want
     latex = ' '.join(e for _, _, eqs in math for e in eqs)
     assert ('P_t' in latex) == (c.pos in ('learned', 'sinusoidal'))  # a position table is added only when there is one
