@@ -116,8 +116,9 @@ if __name__ == '__main__':
     # Refuse settings that can't mean what the user wants, and missing inputs, before anything is written.
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
     for broken, message in (
-            (samples < 1 or max_new_tokens < 1 or baseline_tokens < 0, 'need samples >= 1, max_new_tokens >= 1 and '
-             f'baseline_tokens >= 0; got {samples}, {max_new_tokens}, {baseline_tokens}'),
+            (samples < 1 or max_new_tokens < 1 or baseline_tokens < 0 or baseline_tokens == 1,
+             'need samples >= 1, max_new_tokens >= 1 and baseline_tokens 0 (all) or >= 2; got '
+             f'{samples}, {max_new_tokens}, {baseline_tokens}'),
             (not (isinstance(prompts, tuple) and prompts and all(isinstance(p, str) and p.strip() for p in prompts)),
              f"prompts={prompts!r} must be a tuple of non-empty strings, e.g. --prompts=\"('Once upon a time',)\""),
             (not os.path.isdir(out_dir), f'out_dir {out_dir} does not exist; pass --out_dir=<the directory of a run>'),
@@ -239,9 +240,10 @@ if __name__ == '__main__':
     figures.append((fig, 'weights/histograms.png', 'Weight-value histograms of every matrix, one panel per layer.'))
 
     fig, a = plt.subplots(figsize=(10, 4.5))
-    for short in dict.fromkeys(r['short'] for r in rows):  # a matrix outside the blocks is a level line
+    outside = {r['short'] for r in rows if r['layer'] is None}  # each a level line, after the blocks' matrices
+    for short in sorted(dict.fromkeys(r['short'] for r in rows), key=lambda s: s in outside):
         layer, norm = zip(*[(r['layer'], r['spectral_norm']) for r in rows if r['short'] == short])
-        if layer[0] is None:
+        if short in outside:
             a.axhline(norm[0], ls='--', color=f'C{len(a.lines)}', label=f'{short} (outside the blocks)')
         else:
             a.plot(layer, norm, marker='o', label=short)
@@ -285,7 +287,7 @@ if __name__ == '__main__':
     # Story i of a strategy continues prompt i % len(prompts), drawn with a generator of its own seeded with seed + i,
     # so that it does not depend on the other stories; a prompt's stories are decoded in one batch. Greedy and beam
     # search are deterministic: they decode each prompt once and that story stands for all of its draws.
-    torch.set_num_threads(1)  # one row at a time: a second thread's hand-off costs more than it saves (README)
+    torch.set_num_threads(1)  # steps this small: a second thread's hand-off costs more than it saves (README)
     stories = {}  # strategy -> [story i's new token ids, a final eot included]
     for name, kw in STRATEGIES:
         stories[name] = [None] * samples

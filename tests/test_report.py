@@ -267,7 +267,8 @@ def test_decoding_metrics_are_exact_on_hand_made_stories():
 @pytest.mark.parametrize('case, args, words', [
     ('no out_dir', [], 'does not exist'), ('no metrics', [], 'metrics.jsonl'), ('bad metrics line', [], 'line'),
     ('no checkpoint', ['--ckpt=missing.pt'], 'missing.pt'), ('run', ['--samples=0'], 'samples'),
-    ('run', ['--prompts=()'], 'prompts'), ('run', ['--eval_stride=-1'], 'stride'),
+    ('run', ['--prompts=()'], 'prompts'), ('run', ['--baseline_tokens=1'], 'baseline_tokens'),
+    ('run', ['--eval_stride=-1'], 'stride'),
     ('run', ['--eval_batch_size=0'], 'batch_size'), ('run', ['--data_dir=nowhere'], 'nowhere'),
     ('run', ['--device=tpu'], 'tpu')])
 def test_bad_input_is_one_line_before_anything_is_written(tiny_ckpt, tmp_path, monkeypatch, capsys, case, args,
