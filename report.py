@@ -6,18 +6,16 @@ untrained baseline, a decoding study, and a discussion whose every statement is 
 $ python report.py --out_dir=out-tinystories-cpu
 
 Everything is written under out_dir/report/:
-  report.md, report.pdf             the report (LaTeX math in the .md; in the .pdf rendered by matplotlib's mathtext,
-                                    so no TeX install is needed); the PDF's text comes first, one page per figure after
+  report.md, report.pdf             the report: LaTeX math in the .md; the .pdf is fpdf2's layout of the same text
+                                    (equations set by matplotlib's mathtext: no TeX needed), then one page per figure
   decoding.json                     the decoding study: every story and the table's numbers
   training_curves.png               train/val loss against iteration and tokens seen, val perplexity, lr
   attention/layer{L}.png            one heatmap per head for the first prompt, axes labelled with its tokens
   weights/histograms.png            the values of every weight matrix, one panel per layer
   weights/spectral_norms.png        largest singular value of every weight matrix, by layer
   weights/spectral_norms.{json,csv} the same numbers (plus Frobenius norm, mean, std)
-
-The decoding study's metrics are functions here (distinct_n, repeated_share), importable and tested, because this
-report is their only user; they measure stories already generated and need nothing from sample.py.
 """
+import contextlib
 import csv
 import io
 import json
@@ -26,6 +24,10 @@ import os
 import re
 import time
 
+# Run as a script, torch's waiting OpenMP threads sleep instead of spinning: on cores shared with other jobs a
+# spinning thread holds the core its partner needs (README: report.py's timing). Set before torch is imported.
+if __name__ == '__main__':
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import matplotlib
 matplotlib.use('Agg')  # files only: servers and CI have no display
 import matplotlib.pyplot as plt
@@ -35,10 +37,12 @@ import torch
 import data
 import rundir
 import tokenizer
-from device import check_device
-from eval import evaluate, token_logprobs
-from model import GPT, GPTConfig
 from decode import beam_search, generate
+from device import check_device
+from equations import equations
+from eval import check, evaluate, token_logprobs
+from model import GPT
+from rundir import fmt, markdown_table
 
 # -----------------------------------------------------------------------------
 out_dir = 'out'
@@ -48,10 +52,11 @@ prompts = ('Once upon a time there was a little girl named Lily. She', 'Tom and 
            'The sun was hot, so')  # the decoding study's fixed prompts; the first also labels the attention heatmaps
 samples = 12            # stories per decoding strategy for the study's table, >= 1, the prompts taken in turn
 max_new_tokens = 120    # per story, >= 1; a story also ends at <|endoftext|>
-seed = 1337             # the samplers' generator: same checkpoint and seed, same stories and table
+seed = 1337             # story i is drawn with seed + i: same checkpoint and seed, same stories and table
 device = 'cpu'
 eval_stride = 0         # tokens scored per window over the whole val split (see eval.py); 0 = block_size // 2
-eval_batch_size = 16
+eval_batch_size = 32
+baseline_tokens = 20000  # the untrained baseline scores the first this many val tokens (~log V anywhere); 0 = all
 reuse_eval_json = True  # use out_dir/eval.json instead when `python eval.py --baseline=True` scored this checkpoint
 # -----------------------------------------------------------------------------
 # The decoding strategies of the study (Holtzman et al. 2020 compare the same family): (name, generate() arguments)
@@ -80,126 +85,6 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
-def model_math(c):
-    """The equations of exactly the components GPTConfig c uses, its sizes substituted: a list of (component,
-    sentence, [LaTeX]). The LaTeX keeps to what both MathJax (report.md) and mathtext (report.pdf) render."""
-    d, h, kv, dh, V, T, L, f = (c.n_embd, c.n_head, c.n_kv_head or c.n_head, c.head_dim, c.vocab_size, c.block_size,
-                                c.n_layer, c.mlp_width)
-    R = lambda a, b: rf'\in \mathbb{{R}}^{{{a} \times {b}}}'  # noqa: E731 (a matrix's shape)
-    b = lambda s: f' + b_{{{s}}}' if c.bias else ''  # noqa: E731 (a bias vector, when the model has them)
-    N = {'layernorm': r'\mathrm{LN}', 'rmsnorm': r'\mathrm{RMSNorm}'}.get(c.norm)
-    x0 = {'learned': r'E_{w_t} + P_t', 'sinusoidal': rf'\sqrt{{{d}}}\,E_{{w_t}} + P_t'}.get(c.pos, r'E_{w_t}')
-    out = [('embedding', f'Token embedding: the token w_t at position t = 0..{T - 1} selects row w_t of E.',
-            [rf'x^{{(0)}}_t = {x0},\quad E {R(V, d)}'])]
-    if c.pos == 'learned':
-        out.append(('pos:learned', 'Learned positions (Radford et al. 2019): one trained row of P per position.',
-                    [f'P {R(T, d)}']))
-    elif c.pos == 'sinusoidal':
-        out.append(('pos:sinusoidal', 'Sinusoidal positions (Vaswani et al. 2017), fixed:',
-                    [rf'P_{{t,2i}} = \sin(t / 10000^{{2i/{d}}}),\quad P_{{t,2i+1}} = \cos(t / 10000^{{2i/{d}}})']))
-    elif c.pos == 'rope':
-        m = dh // 2
-        out.append(('pos:rope', f'Rotary positions (RoPE, Su et al. 2021): in every head, query channels i and i + {m} '
-                    "are rotated by an angle proportional to the position t, and so are the keys'; a score then "
-                    'depends only on the distance between the two tokens:',
-                    [rf'\tilde{{q}}_{{t,i}} = q_{{t,i}} \cos t\theta_i - q_{{t,i+{m}}} \sin t\theta_i,\quad '
-                     rf'\tilde{{q}}_{{t,i+{m}}} = q_{{t,i}} \sin t\theta_i + q_{{t,i+{m}}} \cos t\theta_i',
-                     rf'\theta_i = {c.rope_theta:g}^{{-2i/{dh}}},\quad i = 0, \dots, {m - 1}']))
-    else:
-        out.append(('pos:none', 'No position encoding (NoPE, Kazemnejad et al. 2023): order is known only through the '
-                    'causal mask.', []))
-    if c.zero_init:
-        out.append(('zero_init', 'Zero-initialised output projections (as in modded-nanogpt): W^O and W_2 of every block '
-                    'start at 0, so a fresh block adds nothing to the residual stream.', []))
-    if c.dropout > 0:
-        out.append(('dropout', f'Dropout with p = {c.dropout:g} on the embeddings, the attention weights and each '
-                    'residual branch, in training only.', []))
-    if N is None:
-        blk = ('unnormalised', 'without normalisation', r"u = x + \mathrm{Attn}(x),\quad x' = u + \mathrm{MLP}(u)")
-    elif c.norm_pos == 'pre':
-        blk = ('pre', 'pre-norm (Radford et al. 2019): each sub-layer reads a normalised copy of the residual stream '
-               'and adds its output to it',
-               rf"u = x + \mathrm{{Attn}}({N}_1(x)),\quad x' = u + \mathrm{{MLP}}({N}_2(u))")
-    else:
-        blk = ('post', 'post-norm (Vaswani et al. 2017): each residual sum is normalised',
-               rf"u = {N}_1(x + \mathrm{{Attn}}(x)),\quad x' = {N}_2(u + \mathrm{{MLP}}(u))")
-    out.append((f'block:{blk[0]}', f"Each of the L = {L} blocks maps x = x^(l-1) to x' = x^(l), {blk[1]}:", [blk[2]]))
-    avg = rf'\frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}}'  # the mean over the d channels
-    if c.norm == 'layernorm':
-        out.append(('norm:layernorm', f'LayerNorm over the d = {d} channels, with a trained gain g'
-                    + (' and bias b:' if c.bias else ':'),
-                    [rf'\mathrm{{LN}}(x) = g \odot \frac{{x - \mu}}{{\sqrt{{\sigma^2 + 10^{{-5}}}}}}'
-                     + (' + b' if c.bias else '') + rf',\quad \mu = {avg} x_i,\quad \sigma^2 = {avg} (x_i - \mu)^2']))
-    elif c.norm == 'rmsnorm':
-        out.append(('norm:rmsnorm', f'RMSNorm (Zhang & Sennrich 2019) over the d = {d} channels, with a gain g:',
-                    [rf'\mathrm{{RMSNorm}}(x) = g \odot x \,/\, \sqrt{{{avg} x_i^2 + 10^{{-6}}}}']))
-    q, k = (r'\tilde{Q}', r'\tilde{K}') if c.pos == 'rope' else ('Q', 'K')
-    j = 'i' if kv == h else 'g(i)'
-    if kv == h:
-        qkv = (rf'Q_i = X W^Q_i{b("Q_i")},\quad K_i = X W^K_i{b("K_i")},\quad V_i = X W^V_i{b("V_i")},\quad '
-               rf'W^Q_i, W^K_i, W^V_i {R(d, dh)},\quad i = 1, \dots, {h}')
-    else:
-        qkv = (rf'Q_i = X W^Q_i{b("Q_i")},\ i = 1, \dots, {h},\quad K_j = X W^K_j{b("K_j")},\ '
-               rf'V_j = X W^V_j{b("V_j")},\ j = 1, \dots, {kv},\quad W^Q_i, W^K_j, W^V_j {R(d, dh)}')
-    out.append(('attention', 'Causal multi-head self-attention: X holds the hidden states of a sequence, one row per '
-                f'token; h = {h} heads of d_h = {dh} channels; the mask M hides the future:',
-                [qkv, rf'\mathrm{{head}}_i = \mathrm{{softmax}}\left(\frac{{{q}_i {k}_{{{j}}}^\top}}{{\sqrt{{{dh}}}}} '
-                 rf'+ M\right) V_{{{j}}},\quad M_{{ts}} = 0 \text{{ if }} s \leq t, \text{{ else }} -\infty',
-                 rf'\mathrm{{Attn}}(X) = [\mathrm{{head}}_1, \dots, \mathrm{{head}}_{{{h}}}]\, W^O{b("O")},\quad '
-                 rf'W^O {R(d, d)}']))
-    if kv < h:
-        out.append(('gqa', f'Grouped-query attention (Ainslie et al. 2023): the {h} query heads share {kv} key/value '
-                    f'head{"s" if kv > 1 else ""}, {h // kv} query heads per group, so the key/value cache is '
-                    f'{h // kv}x smaller:', [rf'g(i) = \lceil i \cdot {kv} / {h} \rceil']))
-    if c.qk_norm:
-        out.append(('qk_norm', 'QK-norm (Henry et al. 2020): each head\'s query and key vectors are RMS-normalised, '
-                    f'with trained gains, before {"the rotation and " if c.pos == "rope" else ""}the scores, so no '
-                    f'score exceeds sqrt({dh}) times the gains:',
-                    [rf'q \leftarrow g^Q \odot q \,/\, '
-                     rf'\sqrt{{\frac{{1}}{{{dh}}}\sum_{{i=1}}^{{{dh}}} q_i^2 + 10^{{-6}}}},'
-                     r'\quad k \text{ likewise with } g^K']))
-    name = {'gelu': 'GELU', 'geglu': 'GELU', 'relu': 'ReLU', 'relu2': 'ReLU2', 'silu': 'SiLU', 'swiglu': 'SiLU'}[c.act]
-    phi, defn = {'GELU': (r'\mathrm{GELU}', r'\mathrm{GELU}(z) = z\,\Phi(z),\ \Phi \text{ the standard normal CDF}'),
-                 'ReLU': (r'\mathrm{ReLU}', r'\mathrm{ReLU}(z) = \max(0, z)'),
-                 'ReLU2': (r'\mathrm{ReLU}^2',
-                           r'\mathrm{ReLU}^2(z) = \max(0, z)^2 \text{ (squared ReLU, So et al. 2021)}'),
-                 'SiLU': (r'\mathrm{SiLU}', r'\mathrm{SiLU}(z) = z\,\sigma(z) = z / (1 + e^{-z})')}[name]
-    if c.act in ('swiglu', 'geglu'):
-        out.append((f'mlp:{c.act}', f'The MLP, gated ({"SwiGLU" if c.act == "swiglu" else "GeGLU"}, Shazeer 2020), '
-                    f'{f} hidden channels:',
-                    [rf'\mathrm{{MLP}}(x) = \left(x W_1{b("1")} \odot {phi}(x W_3{b("3")})\right) '
-                     rf'W_2{b("2")},\quad W_1, W_3 {R(d, f)},\ W_2 {R(f, d)}', defn]))
-    else:
-        out.append((f'mlp:{c.act}', f'The MLP, {f} hidden channels:',
-                    [rf'\mathrm{{MLP}}(x) = {phi}(x W_1{b("1")})\, W_2{b("2")},\quad W_1 {R(d, f)},\ '
-                     rf'W_2 {R(f, d)}', defn]))
-    final = N and c.norm_pos == 'pre'  # post-norm blocks already end normalised
-    w_out = r'E^\top' if c.tie_weights else rf'W_{{out}},\quad W_{{out}} {R(d, V)}'
-    out.append(('output', f'Output: {"a final norm, then " if final else ""}logits over the V = {V} tokens, and the '
-                'next-token distribution:',
-                [rf'z_t = {rf"{N}_f(x^{{({L})}}_t)" if final else rf"x^{{({L})}}_t"}\, {w_out}',
-                 r'p_\theta(w_{t+1} = v \mid w_{\leq t}) = \mathrm{softmax}(z_t)_v']))
-    if c.logit_softcap:
-        out.append(('softcap', 'Logit soft-capping (Gemma Team 2024): the logits pass through a scaled tanh, '
-                    'smooth and '
-                    f'kept inside (-{c.logit_softcap:g}, {c.logit_softcap:g}):',
-                    [rf'z_t \leftarrow {c.logit_softcap:g} \tanh(z_t / {c.logit_softcap:g})']))
-    if c.tie_weights:
-        out.append(('tying', 'Weight tying (Press & Wolf 2017): the output matrix is the embedding E, transposed.', []))
-    nll, e = r'\log p_\theta(w_{t+1} \mid w_{\leq t})', c.label_smoothing
-    mean_t = rf'-\frac{{1}}{{{T}}}\sum_{{t=0}}^{{{T - 1}}}'  # the mean over a sequence's positions
-    if e > 0:
-        out.append(('loss:label_smoothing', 'Training loss: cross-entropy against the next token smoothed towards '
-                    f'uniform by epsilon = {e:g} (Vaswani et al. 2017), averaged over the positions and the batch; '
-                    'evaluation uses plain cross-entropy:',
-                    [rf'\mathcal{{L}} = {mean_t} \left[{1 - e:g}\,{nll} + \frac{{{e:g}}}{{{V}}} \sum_{{v=1}}^{{{V}}} '
-                     r'\log p_\theta(v \mid w_{\leq t})\right]']))
-    else:
-        out.append(('loss', 'Training loss: cross-entropy of the next token, averaged over positions and batch:',
-                    [rf'\mathcal{{L}} = {mean_t} {nll}']))
-    return out
-
-
 def layer_of(name):
     """'blocks.3.attn.qkv.weight' -> (3, 'attn.qkv'); a parameter outside the blocks -> (None, 'wte')."""
     short = name.removesuffix('.weight')
@@ -220,49 +105,42 @@ def token_label(enc, i):
     return s if len(s) <= 14 else s[:13] + '\u2026'
 
 
-def fmt(x, spec):
-    return '-' if x is None else format(x, spec)
-
-
 if __name__ == '__main__':
-    from fpdf import FPDF
+    from html import escape
+    from fpdf import FPDF, TextStyle
     from matplotlib import mathtext
     from PIL import Image
     from configurator import configure
-    config = configure(globals())
+    configure(globals())
     t_start = time.time()
-    # Refuse settings that can't mean what the user wants before the slow part.
-    if samples < 1 or max_new_tokens < 1:
-        raise SystemExit(f"need samples >= 1 and max_new_tokens >= 1; got {samples}, {max_new_tokens}")
-    if not isinstance(prompts, tuple) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise SystemExit(f"prompts={prompts!r} must be a tuple of non-empty strings, "
-                         "e.g. --prompts=\"('Once upon a time',)\"")
-    if eval_stride < 0 or eval_batch_size < 1:
-        raise SystemExit(f"need eval_stride >= 0 and eval_batch_size >= 1; got {eval_stride}, {eval_batch_size}")
-    check_device(device)  # a one-line error for an unusable device
-
-    # ---------------------------------------------------------------- inputs
-    if not os.path.isdir(out_dir):
-        raise SystemExit(f"out_dir {out_dir} does not exist; pass --out_dir=<the directory train.py wrote>")
+    # Refuse settings that can't mean what the user wants, and missing inputs, before anything is written.
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
-    if not os.path.isfile(metrics_path):
-        raise SystemExit(f"no metrics log at {metrics_path}; pass the out_dir of a train.py run")
-    train_log, eval_log = [], []  # each in order of iteration
-    for rec in rundir.read_metrics(metrics_path):
-        log = {'train': train_log, 'eval': eval_log}.get(rec['kind'])
-        while log and log[-1]['iter'] >= rec['iter']:  # a restart from an earlier checkpoint: the later records win
-            log.pop()
-        if log is not None:
-            log.append(rec)
+    for broken, message in (
+            (samples < 1 or max_new_tokens < 1 or baseline_tokens < 0 or baseline_tokens == 1,
+             'need samples >= 1, max_new_tokens >= 1 and baseline_tokens 0 (all) or >= 2; got '
+             f'{samples}, {max_new_tokens}, {baseline_tokens}'),
+            (not (isinstance(prompts, tuple) and prompts and all(isinstance(p, str) and p.strip() for p in prompts)),
+             f"prompts={prompts!r} must be a tuple of non-empty strings, e.g. --prompts=\"('Once upon a time',)\""),
+            (not os.path.isdir(out_dir), f'out_dir {out_dir} does not exist; pass --out_dir=<the directory of a run>'),
+            (not os.path.isfile(metrics_path), f'no metrics log at {metrics_path}; pass the out_dir train.py wrote')):
+        if broken:
+            raise ValueError(message)
+    check_device(device)
+    records = rundir.read_metrics(metrics_path)
+    train_log, eval_log = ([r for r in records if r['kind'] == kind] for kind in ('train', 'eval'))
     if not train_log and not eval_log:
-        raise SystemExit(f"{metrics_path} holds no records; train first (train.py logs to it)")
+        raise ValueError(f"{metrics_path} holds no records; train first (train.py logs to it)")
     ckpt_path = rundir.find_checkpoint(out_dir, ckpt)
     model, ck = GPT.from_checkpoint(ckpt_path, device=device)
-    if 'tokenizer' not in ck:
-        raise SystemExit(f"{ckpt_path} holds no tokenizer state, so its token ids can't be read; "
-                         "use a checkpoint written by train.py")
-    enc = tokenizer.from_state(ck['tokenizer'])
+    enc = tokenizer.from_checkpoint(ck, ckpt_path)
     eot, c, tc, iter_num = enc.eot_token, model.config, ck.get('config', {}), ck.get('iter_num', 0)
+    V, stride = c.vocab_size, eval_stride or max(1, c.block_size // 2)
+    check(2, c.block_size, stride, eval_batch_size)
+    # The data given, else the checkpoint's own if it is still there; else only the copy of meta.json it keeps.
+    ddir, meta, val = data_dir or tc.get('data_dir', ''), ck.get('meta'), None
+    if data_dir or os.path.isfile(os.path.join(ddir, 'meta.json')):
+        tokenizer.check_same(ddir, ck['tokenizer'], ckpt_path)
+        meta, val = data.read_meta(ddir), data.open_split(ddir, 'val', V)
     report_dir = os.path.join(out_dir, 'report')
     for sub in ('attention', 'weights'):
         os.makedirs(os.path.join(report_dir, sub), exist_ok=True)
@@ -270,30 +148,23 @@ if __name__ == '__main__':
     figures = []  # (figure, path relative to report_dir, caption) in report order
 
     # ---------------------------------------------------------------- training curves
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
-    (a_it, a_tok), (a_ppl, a_lr) = ax
-    for recs, key, style, label in ((train_log, 'loss', dict(alpha=0.45, lw=1), 'train (batch)'),
-                                    (eval_log, 'train_loss', dict(marker='o', ms=3), 'train (eval)'),
-                                    (eval_log, 'val_loss', dict(marker='o', ms=3), 'val (eval)')):
-        pts = [(r['iter'], r.get('tokens', 0), r[key]) for r in recs if r.get(key) is not None]
-        if pts:
-            it, tok, y = zip(*pts)
-            a_it.plot(it, y, label=label, **style)
+    fig, axs = plt.subplots(2, 2, figsize=(11, 7.5))
+    dots = dict(marker='o', ms=3)
+    losses = [(train_log, 'loss', 'train (batch)', dict(alpha=0.45, lw=1)),
+              (eval_log, 'train_loss', 'train (eval)', dots), (eval_log, 'val_loss', 'val (eval)', dots)]
+    for a, x, series, look in (
+            (axs[0, 0], 'iter', losses, dict(ylabel='loss (nats/token)', title='loss vs iteration')),
             # log axis for tokens (the scaling-law view); the first eval at 0 tokens has no place on it
-            keep = [(t, v) for t, v in zip(tok, y) if t > 0]
-            if keep:
-                a_tok.plot(*zip(*keep), label=label, **style)
-    a_it.set(xlabel='iteration', ylabel='loss (nats/token)', title='loss vs iteration')
-    a_tok.set(xlabel='tokens seen', ylabel='loss (nats/token)', title='loss vs tokens seen', xscale='log')
-    pts = [(r['iter'], r['val_ppl']) for r in eval_log if r.get('val_ppl') is not None]
-    if pts:
-        a_ppl.plot(*zip(*pts), marker='o', ms=3, color='C2')
-    a_ppl.set(xlabel='iteration', ylabel='perplexity', title='validation perplexity', yscale='log')
-    pts = [(r['iter'], r['lr']) for r in train_log if r.get('lr') is not None]
-    if pts:
-        a_lr.plot(*zip(*pts), color='C3')
-    a_lr.set(xlabel='iteration', ylabel='learning rate', title='learning rate (at logged iterations)')
-    for a in ax.flat:
+            (axs[0, 1], 'tokens', losses, dict(ylabel='loss (nats/token)', title='loss vs tokens seen', xscale='log')),
+            (axs[1, 0], 'iter', [(eval_log, 'val_ppl', None, dict(dots, color='C2'))],
+             dict(ylabel='perplexity', title='validation perplexity', yscale='log')),
+            (axs[1, 1], 'iter', [(train_log, 'lr', None, dict(color='C3'))],
+             dict(ylabel='learning rate', title='learning rate (at logged iterations)'))):
+        for recs, key, label, style in series:
+            pts = [(r[x], r[key]) for r in recs if r.get(key) is not None and (x == 'iter' or r[x] > 0)]
+            if pts:
+                a.plot(*zip(*pts), label=label, **style)
+        a.set(xlabel='tokens seen' if x == 'tokens' else 'iteration', **look)
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8)
@@ -306,29 +177,24 @@ if __name__ == '__main__':
     # The model saw <|endoftext|> before every story in training, so every prompt starts with it too.
     prompt_ids = [[eot] + enc.encode(p, allowed_special={'<|endoftext|>'}) for p in prompts]
     ids = prompt_ids[0][:c.block_size]
-    with torch.no_grad():
-        maps = model.attention_maps(torch.tensor([ids], device=device))  # per layer (1, n_head, T, T)
-    labels = [token_label(enc, i) for i in ids]
+    maps = model.attention_maps(torch.tensor([ids], device=device))  # per layer (1, n_head, T, T)
+    labels, T, H = [token_label(enc, i) for i in ids], len(ids), c.n_head
     # Panels grow with the prompt up to a point; past it, label every step-th token so labels stay legible.
-    T = len(ids)
     panel = min(8.0, max(3.6, 0.2 * T))
     fs = min(9.0, 0.65 * panel * 72 / T)
-    step = max(1, math.ceil(4.5 / fs))
-    fs = max(fs, 4.5)
-    cmap = plt.get_cmap('viridis').with_extremes(bad='white')
+    step, fs = max(1, math.ceil(4.5 / fs)), max(fs, 4.5)
+    nr = math.ceil(H / 4)  # at most 4 panels a row
+    nc = math.ceil(H / nr)
     for layer, att in enumerate(maps):
-        att = att[0].float().cpu().numpy()
-        n_head = att.shape[0]
-        nr = math.ceil(n_head / 4)  # at most 4 panels a row
-        nc = math.ceil(n_head / nr)
         fig, axs = plt.subplots(nr, nc, figsize=(panel * nc + 1.2, panel * nr + 0.8), squeeze=False,
                                 layout='constrained')
         for hd, a in enumerate(axs.flat):
-            if hd >= n_head:
+            if hd >= H:
                 a.axis('off')
                 continue
-            # blank out the future (the causal mask), so 'cannot attend' differs from 'chose not to'
-            im = a.imshow(np.ma.masked_where(np.triu(np.ones((T, T), bool), 1), att[hd]), cmap=cmap, vmin=0.0, vmax=1.0)
+            # the future (the causal mask) left blank, so 'cannot attend' differs from 'chose not to'
+            im = a.imshow(np.ma.masked_where(np.triu(np.ones((T, T), bool), 1), att[0, hd].float().cpu().numpy()),
+                          cmap=plt.get_cmap('viridis').with_extremes(bad='white'), vmin=0.0, vmax=1.0)
             a.set_xticks(range(0, T, step), labels[::step], rotation=90, fontsize=fs)
             a.set_yticks(range(0, T, step), labels[::step], fontsize=fs)
             a.set_title(f'head {hd}', fontsize=10)
@@ -338,18 +204,15 @@ if __name__ == '__main__':
                         f'Attention of layer {layer} on the first prompt, one panel per head.'))
 
     # ---------------------------------------------------------------- weight statistics
-    # named_parameters lists a tied matrix once (under its first name): one row per distinct matrix.
-    rows, groups = [], {}  # groups: layer (None = outside the blocks) -> [(short name, values)]
+    rows, values = [], {}  # one row per distinct matrix: named_parameters lists a tied one once, under its first name
     for name, p in model.named_parameters():
-        layer, short = layer_of(name)
-        if p.ndim != 2:
-            continue  # norms' gains and biases are vectors, not matrices
-        W = p.detach().float()
-        rows.append({'name': name, 'layer': layer, 'short': short, 'shape': list(W.shape),
-                     'spectral_norm': torch.linalg.matrix_norm(W, 2).item(),
-                     'frobenius_norm': torch.linalg.matrix_norm(W, 'fro').item(),
-                     'mean': W.mean().item(), 'std': W.std().item()})
-        groups.setdefault(layer, []).append((short, W.flatten().cpu().numpy()))
+        if p.ndim == 2:  # norms' gains and biases are vectors, not matrices
+            W, (layer, short) = p.detach().float(), layer_of(name)
+            rows.append({'name': name, 'layer': layer, 'short': short, 'shape': list(W.shape),
+                         'spectral_norm': torch.linalg.matrix_norm(W, 2).item(),
+                         'frobenius_norm': torch.linalg.matrix_norm(W).item(), 'mean': W.mean().item(),
+                         'std': W.std().item()})
+            values.setdefault(layer, {})[short] = W.flatten().cpu().numpy()
     wpath = os.path.join(report_dir, 'weights', 'spectral_norms')
     rundir.write_json(wpath + '.json', {'checkpoint': ckpt_path, 'iter': iter_num, 'matrices': rows})
     buf = io.StringIO()
@@ -358,44 +221,36 @@ if __name__ == '__main__':
     writer.writerows({**r, 'shape': 'x'.join(map(str, r['shape']))} for r in rows)
     rundir.write_text(wpath + '.csv', buf.getvalue())
 
-    order = sorted(groups, key=lambda k: -1 if k is None else k)
-    nc = min(3, len(order))
-    nr = math.ceil(len(order) / nc)
+    layers = sorted(values, key=lambda k: -1 if k is None else k)  # None: outside the blocks, first
+    nc = min(3, len(layers))
+    nr = math.ceil(len(layers) / nc)
     fig, axs = plt.subplots(nr, nc, figsize=(4.6 * nc, 3.4 * nr), squeeze=False)
-    for a, layer in zip(axs.flat, order):
-        vals = groups[layer]
-        lo, hi = np.percentile(np.concatenate([v for _, v in vals]), [0.1, 99.9])
-        for short, v in vals:
+    for a, layer in zip(axs.flat, layers):
+        lo, hi = np.percentile(np.concatenate(list(values[layer].values())), [0.1, 99.9])
+        for short, v in values[layer].items():
             a.hist(np.clip(v, lo, hi), bins=80, range=(lo, hi), density=True, histtype='step', label=short)
-        a.set_title('outside the blocks' if layer is None else f'layer {layer}', fontsize=10)
-        a.set_yscale('log')
-        a.set_xlabel('weight value', fontsize=8)
+        a.set(title='outside the blocks' if layer is None else f'layer {layer}', yscale='log', xlabel='weight value')
         a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
         a.legend(fontsize=6)
         a.grid(alpha=0.3)
-    for a in axs.flat[len(order):]:
+    for a in axs.flat[len(layers):]:
         a.axis('off')
     fig.suptitle('weight values per matrix (density, log scale; clipped to the 0.1-99.9 percentiles)')
     fig.tight_layout()
     figures.append((fig, 'weights/histograms.png', 'Weight-value histograms of every matrix, one panel per layer.'))
 
-    in_blocks = [r for r in rows if r['layer'] is not None]
-    outside = [r for r in rows if r['layer'] is None]
-    fig, axs = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={'width_ratios': [3, 1]})
-    for short in dict.fromkeys(r['short'] for r in in_blocks):
-        pts = [(r['layer'], r['spectral_norm']) for r in in_blocks if r['short'] == short]
-        axs[0].plot(*zip(*pts), marker='o', label=short)
-    axs[0].set(xlabel='layer', ylabel='spectral norm (largest singular value)', title='matrices in the blocks')
-    axs[0].set_xticks(sorted({r['layer'] for r in in_blocks}))
-    if in_blocks:
-        axs[0].legend(fontsize=7)
-    axs[1].bar([r['short'] for r in outside], [r['spectral_norm'] for r in outside], color='C7')
-    axs[1].set(title='outside the blocks')
-    axs[1].tick_params(axis='x', rotation=45, labelsize=7)
-    for a in axs:
-        a.grid(alpha=0.3)
-    fig.suptitle('spectral norm of every weight matrix')
-    fig.tight_layout()
+    fig, a = plt.subplots(figsize=(10, 4.5))
+    outside = {r['short'] for r in rows if r['layer'] is None}  # each a level line, after the blocks' matrices
+    for short in sorted(dict.fromkeys(r['short'] for r in rows), key=lambda s: s in outside):
+        layer, norm = zip(*[(r['layer'], r['spectral_norm']) for r in rows if r['short'] == short])
+        if short in outside:
+            a.axhline(norm[0], ls='--', color=f'C{len(a.lines)}', label=f'{short} (outside the blocks)')
+        else:
+            a.plot(layer, norm, marker='o', label=short)
+    a.set(xlabel='layer', ylabel='spectral norm (largest singular value)', xticks=sorted(set(values) - {None}),
+          title='spectral norm of every weight matrix')
+    a.legend(fontsize=7)
+    a.grid(alpha=0.3)
     figures.append((fig, 'weights/spectral_norms.png', 'Spectral norm of every weight matrix, by layer '
                     '(numbers in weights/spectral_norms.json and .csv).'))
     for fig, rel, _ in figures:
@@ -404,87 +259,69 @@ if __name__ == '__main__':
         plt.close(fig)
     print(f"wrote {len(figures)} figures and the spectral norms of {len(rows)} matrices")
 
-    # ---------------------------------------------------------------- the data, and the exact evaluation
-    ddir = data_dir or tc.get('data_dir', '')
-    readable = os.path.isfile(os.path.join(ddir, 'meta.json'))
-    if data_dir and not readable:
-        raise SystemExit(f"no meta.json in {data_dir}; pass --data_dir=<a directory made by prepare.py>")
-    meta = data.read_meta(ddir) if readable else ck.get('meta')  # the checkpoint keeps a copy of meta.json
-    if readable and tokenizer.state_from_dir(ddir) != ck['tokenizer']:
-        raise SystemExit(f"{ddir} was tokenized differently from the data {ckpt_path} was trained on; "
-                         "pass --data_dir=<data prepared with the same tokenizer>")
-    # eval.py's whole-split numbers are reused when they are for this very checkpoint (same file and iteration, written
-    # after it) and include the baseline; otherwise both models are scored here, over the whole val split too.
-    results, eval_note, prev = {}, '', None
-    eval_json = os.path.join(out_dir, 'eval.json')
-    if reuse_eval_json and os.path.isfile(eval_json):
-        try:
-            with open(eval_json) as f:
-                prev = json.load(f)
-        except ValueError:
-            print(f"ignoring {eval_json}: not valid JSON")
-    if (prev and prev.get('baseline') and prev.get('split') == 'val' and prev.get('iter_num') == iter_num
-            and os.path.isfile(str(prev.get('checkpoint'))) and os.path.samefile(prev['checkpoint'], ckpt_path)
-            and os.path.getmtime(eval_json) >= os.path.getmtime(ckpt_path)):
-        results = {'trained': prev, 'untrained': prev['baseline']}
-        eval_note = f"eval.py scored the whole val split ({eval_json})"
-    elif readable:
-        val = np.memmap(os.path.join(ddir, 'val.bin'), dtype=np.dtype(meta['dtype']), mode='r')
-        stride = eval_stride or max(1, c.block_size // 2)
-        if not 1 <= stride <= c.block_size:
-            raise SystemExit(f"eval_stride must be in 1..{c.block_size} (block_size), or 0 for half of it; "
-                             f"got {stride}")
-        torch.manual_seed(0)  # eval.py's baseline seed, so both scripts show the same untrained model
-        untrained = GPT(GPTConfig.from_dict(ck['model_args'])).to(device)
-        for key, m in (('trained', model), ('untrained', untrained)):
-            results[key] = evaluate(m, val, c.block_size, stride, eval_batch_size, device,
-                                    n_bytes=meta['splits']['val']['bytes'], progress=True)
-        eval_note = 'report.py scored the whole val split'
+    # ---------------------------------------------------------------- the exact evaluation
+    # eval.py's numbers are reused when they are for this very checkpoint (same file and iteration, written after it)
+    # and include the baseline; otherwise the trained model is scored here over the whole val split too.
+    eval_json, results, prev = os.path.join(out_dir, 'eval.json'), {}, {}
+    with contextlib.suppress(OSError, ValueError), open(eval_json) as f:  # none, or not JSON: nothing to reuse
+        prev = json.load(f) if reuse_eval_json else {}
+    if (isinstance(prev, dict) and prev.get('baseline') and prev.get('split') == 'val' and prev.get('iter_num')
+            == iter_num and os.path.isfile(str(prev.get('checkpoint'))) and os.path.samefile(prev['checkpoint'],
+            ckpt_path) and os.path.getmtime(eval_json) >= os.path.getmtime(ckpt_path)):
+        results, scorer = {'trained': prev, 'untrained': prev['baseline']}, f'eval.py ({eval_json})'
+    elif val is not None:
+        results['trained'] = evaluate(model, val, c.block_size, stride, eval_batch_size, device,
+                                      n_bytes=meta['splits']['val']['bytes'], progress=True)
+        torch.manual_seed(0)  # eval.py's baseline seed: both scripts show the same untrained model
+        head = val[:baseline_tokens or len(val)]  # its bytes: those of its stories' tokens, as prepare.py counts
+        results['untrained'] = evaluate(GPT(c).to(device), head, c.block_size, stride, eval_batch_size, device,
+                                        n_bytes=len(enc.decode_bytes([t for t in head[1:].tolist() if t != eot])))
+        scorer = 'report.py'
     else:
-        print(f"skipping the exact evaluation: no readable data in {ddir!r}; pass --data_dir to run it")
+        print(f"skipping the exact evaluation: no data in {ddir!r}; pass --data_dir to run it")
     if results:
-        r = results['trained']
-        eval_note += f": {r['tokens']:,} predictions, windows of {r['block_size']} tokens every {r['stride']}"
-        print(f"val loss {r['loss']:.4f}, untrained {results['untrained']['loss']:.4f}: {eval_note}")
+        t, u = results['trained'], results['untrained']
+        print(f"val loss {t['loss']:.4f}, untrained {u['loss']:.4f} ({u['tokens']:,} of {t['tokens']:,} predictions)")
 
     # ---------------------------------------------------------------- decoding study
-    # Story i of a strategy continues prompt i % len(prompts). A prompt's stories are drawn in one batch from a
-    # generator seeded with seed + the prompt's index. Greedy and beam search are deterministic: they decode each
-    # prompt once and that story stands for all of its draws.
-    study, stories = {}, {}  # strategy -> table row; strategy -> [(prompt index, new token ids, a final eot included)]
+    # Story i of a strategy continues prompt i % len(prompts), drawn with a generator of its own seeded with seed + i,
+    # so that it does not depend on the other stories; a prompt's stories are decoded in one batch. Greedy and beam
+    # search are deterministic: they decode each prompt once and that story stands for all of its draws.
+    torch.set_num_threads(1)  # steps this small: a second thread's hand-off costs more than it saves (README)
+    stories = {}  # strategy -> [story i's new token ids, a final eot included]
     for name, kw in STRATEGIES:
-        stories[name] = []
-        for p, ids in enumerate(prompt_ids):
-            n = len(range(p, samples, len(prompts)))  # this prompt's share of the samples
+        stories[name] = [None] * samples
+        for p, ids in enumerate(prompt_ids[:samples]):
+            draws = range(p, samples, len(prompts))  # the stories that continue prompt p
             x = torch.tensor([ids[-c.block_size:]], device=device)
-            if n == 0:
-                continue
             if 'beam_width' in kw:
-                out = beam_search(model, x, max_new_tokens, kw['beam_width'], eos_id=eot)
+                out = beam_search(model, x, max_new_tokens, kw['beam_width'], eos_id=eot)[:, x.size(1):]
             else:
-                g = torch.Generator(device=device).manual_seed(seed + p)
-                rows = x.expand(1 if kw['temperature'] == 0 else n, -1)
-                out = torch.cat([rows, torch.stack(list(generate(model, rows, max_new_tokens, eos_id=eot, generator=g,
-                                                                 **kw)), 1)], 1)
-            for new in (out[:, x.size(1):].tolist() * n)[:n]:
-                stories[name].append((p, new[:new.index(eot) + 1] if eot in new else new))
-        texts = [new[:-1] if new[-1] == eot else new for _, new in stories[name]]  # the story itself, without the eot
-        logp = {(p, new): token_logprobs(model, prompt_ids[p] + list(new))[-len(new):].sum().item()
-                for p, new in {(p, tuple(new)) for p, new in stories[name]}}  # once per distinct story
-        study[name] = {'stories': len(texts), 'mean_tokens': mean([len(t) for t in texts]),
+                gens = [torch.Generator(device=device).manual_seed(seed + i) for i in draws]
+                k = 1 if kw['temperature'] == 0 else len(draws)
+                out = torch.stack(list(generate(model, x.expand(k, -1), max_new_tokens, eos_id=eot,
+                                                generator=gens[:k], **kw)), 1)
+            for j, i in enumerate(draws):
+                s = out[j % len(out)].tolist()
+                stories[name][i] = s[:s.index(eot) + 1] if eot in s else s
+    # the log-probability of each distinct story's new tokens, as eval.py scores a text
+    distinct = {(i % len(prompts), tuple(s)) for v in stories.values() for i, s in enumerate(v)}
+    logp = {(p, s): token_logprobs(model, prompt_ids[p] + list(s))[-len(s):].sum().item() for p, s in distinct}
+    study = {}
+    for name, v in stories.items():
+        texts = [s[:-1] if s[-1] == eot else s for s in v]  # the story itself, without the eot
+        study[name] = {'stories': len(v), 'mean_tokens': mean([len(t) for t in texts]),
                        **{f'distinct_{k}': distinct_n(texts, k) for k in (1, 2, 3)},
                        f'repeated_{REP_N}grams': mean([repeated_share(t) for t in texts]),
-                       'logp_per_token': sum(logp[p, tuple(new)] for p, new in stories[name])
-                       / sum(len(new) for _, new in stories[name]),
-                       'ended_with_eot': mean([float(new[-1] == eot) for _, new in stories[name]])}
+                       'logp_per_token': sum(logp[i % len(prompts), tuple(s)] for i, s in enumerate(v))
+                       / sum(map(len, v)), 'ended_with_eot': mean([float(s[-1] == eot) for s in v])}
     rundir.write_json(os.path.join(report_dir, 'decoding.json'), {
         'checkpoint': ckpt_path, 'iter': iter_num, 'seed': seed, 'prompts': prompts, 'max_new_tokens': max_new_tokens,
-        'table': study, 'stories': {k: [{'prompt': p, 'tokens': new, 'text': enc.decode(new)} for p, new in v]
-                                    for k, v in stories.items()}})
+        'table': study, 'stories': {k: [{'prompt': i % len(prompts), 'tokens': s, 'text': enc.decode(s)}
+                                        for i, s in enumerate(v)] for k, v in stories.items()}})
     print(f"decoding study: {len(STRATEGIES)} strategies x {samples} stories of up to {max_new_tokens} tokens")
 
     # ---------------------------------------------------------------- the report as blocks: (kind, *content)
-    V = c.vocab_size
     doc = [('h1', f'Training report: {os.path.basename(os.path.abspath(out_dir))}'),
            ('p', f'Checkpoint {ckpt_path} at iteration {iter_num}; written by report.py on '
                  f'{time.strftime("%Y-%m-%d %H:%M")}.'),
@@ -494,9 +331,8 @@ if __name__ == '__main__':
                  f'blocks, d = {c.n_embd} channels, h = {c.n_head} heads, a context of T = {c.block_size} tokens and a '
                  f"vocabulary of V = {V}. The equations are generated from the checkpoint's configuration: they show "
                  'exactly the components this model uses.')]
-    for _, text, eqs in model_math(c):
+    for _, text, eqs in equations(c):
         doc += [('p', text)] + [('eq', e) for e in eqs]
-
     doc.append(('h2', '2. Setup'))
     if meta:  # the data, from meta.json
         args, sp = meta.get('args') or {}, meta['splits']
@@ -511,21 +347,16 @@ if __name__ == '__main__':
     # the training, from the checkpoint's config and metrics.jsonl
     per_step = tc.get('batch_size', 0) * tc.get('gradient_accumulation_steps', 0) * tc.get('block_size', 0)
     seen, done = iter_num * per_step, [r for r in train_log if r['iter'] <= iter_num]
-    # seconds of training, evaluation excluded: train.py's 'time' where it logs it, else the sum of its step timings
-    secs = done[-1]['time'] if done and 'time' in done[-1] else \
-        sum(r.get('ms', 0) / 1000 * (r['iter'] - (done[i - 1]['iter'] if i else 0)) for i, r in enumerate(done))
-    sched = tc.get('lr_schedule', 'cosine')
+    secs = done[-1]['time'] if done else 0  # seconds of training, evaluation excluded
     decay_end = (f"over a time budget of {tc['time_budget']:g} s of training" if tc.get('time_budget') else
                  f"at step {tc.get('lr_decay_iters') or tc.get('max_iters')}")
     sched = f"linear warmup over {tc.get('warmup_iters')} steps to {tc.get('learning_rate'):g}, then " + {
-        'cosine': f"cosine decay to {tc.get('min_lr'):g} {decay_end}",
-        'vaswani': 'decay as 1/sqrt(step) (Vaswani et al. 2017)', 'constant': 'constant'}.get(sched, sched)
-    opt = tc.get('optimizer', 'adamw')  # checkpoints older than the setting all trained with AdamW
+        'cosine': f"cosine decay to {tc.get('min_lr'):g} {decay_end}", 'constant': 'constant',
+        'vaswani': 'decay as 1/sqrt(step) (Vaswani et al. 2017)'}[tc.get('lr_schedule', 'cosine')]
     adamw = f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"
-    opt = (adamw if opt == 'adamw' else
-           f"Muon (peak rate {tc.get('muon_lr'):g}, momentum {tc.get('muon_momentum')}, weight decay "
-           f"{tc.get('muon_weight_decay')}) for the blocks' weight matrices; {adamw} for the rest" if opt == 'muon' else
-           f"{opt} (its settings are in the checkpoint's config)") + \
+    opt = (f"Muon (peak rate {tc.get('muon_lr'):g}, momentum {tc.get('muon_momentum')}, weight decay "
+           f"{tc.get('muon_weight_decay')}) for the blocks' weight matrices; {adamw} for the rest"
+           if tc.get('optimizer') == 'muon' else adamw) + \
         (f", gradients clipped to norm {tc['grad_clip']:g}" if tc.get('grad_clip') else '')
     passes = f" ({seen / meta['splits']['train']['tokens']:.2f} passes over the training tokens)" if meta else ''
     doc.append(('table', ['training', "from the checkpoint's config and metrics.jsonl"], [
@@ -537,17 +368,20 @@ if __name__ == '__main__':
         ['training time', f"{secs:,.0f} s, evaluation excluded: {seen / secs:,.0f} tokens/s" if secs else '-']]))
 
     at_ckpt = [r for r in eval_log if r['iter'] <= iter_num]
-    est = at_ckpt[-1] if at_ckpt else None  # train.py's estimate at this checkpoint's iteration
-    res = [[what, f"{results[k]['loss']:.4f}", f"{results[k]['ppl']:,.2f}", fmt(results[k].get('bpb'), '.4f')]
+    est = at_ckpt[-1] if at_ckpt else {}  # train.py's estimate at this checkpoint's iteration
+    res = [[what, fmt(results[k]['loss']), fmt(results[k]['ppl'], ',.2f'), fmt(results[k].get('bpb'))]
            for k, what in (('trained', 'this checkpoint'), ('untrained', 'untrained, same architecture'))
-           if k in results] + [[f'uniform over {V} tokens', f'{math.log(V):.4f}', f'{V:,}', '-']]
+           if k in results] + [[f'uniform over {V} tokens', fmt(math.log(V)), f'{V:,}', '-']]
     if est:
-        res.append([f"train.py's estimate at iteration {est['iter']}", fmt(est.get('val_loss'), '.4f'),
-                    fmt(est.get('val_ppl'), ',.2f'), fmt(est.get('val_bpb'), '.4f')])
+        res.append([f"train.py's estimate at iteration {est['iter']}", fmt(est.get('val_loss')),
+                    fmt(est.get('val_ppl'), ',.2f'), fmt(est.get('val_bpb'))])
+    note = (f"{scorer} scored the trained model's {t['tokens']:,} predictions (every val token but the first) in "
+            f"windows of {t['block_size']} tokens every {t['stride']}, and the untrained model's "
+            + ('same ones' if u['tokens'] == t['tokens'] else f"first {u['tokens']:,} of them") + '. "Untrained" is '
+            'the same architecture freshly initialised (seed 0). ' if results else
+            'No exact evaluation: the val split was not found (see --data_dir). ')
     doc += [('h2', '3. Results'), ('table', ['model', 'val loss (nats/token)', 'perplexity', 'bits per byte'], res),
-            ('p', (f'{eval_note}. "Untrained" is the same architecture freshly initialised (seed 0). ' if results else
-                   'No exact evaluation: the val split was not found (see --data_dir). ')
-             + "train.py's estimate comes from a few fixed batches, during training.")]
+            ('p', note + "train.py's estimate comes from a few fixed batches, during training.")]
 
     rep = f'repeated_{REP_N}grams'
     doc += [('h2', '4. Decoding study'),
@@ -561,28 +395,26 @@ if __name__ == '__main__':
                   'number of tokens; eot is the share of stories that ended with <|endoftext|>.'),
             ('table', ['strategy', 'stories', 'length', 'distinct-1', 'distinct-2', 'distinct-3', f'rep-{REP_N} %',
                        'log p / token', 'eot %'],
-             [[n, str(s['stories']), f"{s['mean_tokens']:.1f}", *(fmt(s[f'distinct_{k}'], '.3f') for k in (1, 2, 3)),
-               fmt(s[rep] and 100 * s[rep], '.1f'), f"{s['logp_per_token']:.3f}", f"{100 * s['ended_with_eot']:.0f}"]
-              for n, s in study.items()])]
-    for p, prompt in enumerate(prompts):
+             [[n, s['stories'], fmt(s['mean_tokens'], '.1f'), *(fmt(s[f'distinct_{k}'], '.3f') for k in (1, 2, 3)),
+               fmt(s[rep] and 100 * s[rep], '.1f'), fmt(s['logp_per_token'], '.3f'),
+               fmt(100 * s['ended_with_eot'], '.0f')] for n, s in study.items()])]
+    for p, prompt in enumerate(prompts[:samples]):
         doc.append(('h3', f'Prompt {p + 1}: "{prompt}"'))
-        for name, _ in STRATEGIES:
-            new = next((new for q, new in stories[name] if q == p), None)
-            if new is not None:  # the strategy's first story for this prompt
-                text = printable(prompt + enc.decode(new[:-1] if new[-1] == eot else new)).strip()
-                doc.append(('story', name, text + (' <|endoftext|>' if new[-1] == eot else ' [...]')))
+        for name, _ in STRATEGIES:  # story p is the strategy's first for prompt p
+            s = stories[name][p]
+            text = printable(prompt + enc.decode(s[:-1] if s[-1] == eot else s)).strip()
+            doc.append(('story', name, text + (' <|endoftext|>' if s[-1] == eot else ' [...]')))
 
     # discussion: every statement is a rule over the numbers above, and shows them
     facts = []
-    if est and est.get('train_loss') is not None:
+    if est.get('train_loss') is not None:
         gap = est['val_loss'] - est['train_loss']
         share = gap / est['val_loss']
         facts.append(f"Train vs val: at iteration {est['iter']} train.py measured val loss {est['val_loss']:.3f} and "
                      f"train loss {est['train_loss']:.3f}, a gap of {gap:+.3f} nats/token ({share:+.1%} of the val "
                      'loss): ' + ('the model fits its training text better than held-out text (gap above 5%).'
                                   if share > 0.05 else 'the held-out text is the easier one (gap below -5%).'
-                                  if share < -0.05 else
-                        'no sign of overfitting (gap within 5%).'))
+                                  if share < -0.05 else 'no sign of overfitting (gap within 5%).'))
     if len(at_ckpt) >= 2:
         a, z = at_ckpt[-2:]
         change = (z['val_loss'] - a['val_loss']) / a['val_loss']
@@ -591,13 +423,12 @@ if __name__ == '__main__':
                      + ('still falling at the end, so longer training would likely lower it further.' if change < -0.005
                         else 'rising at the end.' if change > 0.005 else 'flat at the end (within 0.5%).'))
     if results:
-        t, u = results['trained'], results['untrained']
         facts.append(f"Gain over the untrained baseline: val loss {u['loss']:.3f} -> {t['loss']:.3f} nats/token "
                      f"({u['loss'] - t['loss']:.3f} lower), perplexity {u['ppl']:,.1f} -> {t['ppl']:,.1f} "
                      f"({u['ppl'] / t['ppl']:,.1f}x lower); a uniform guess scores {math.log(V):.3f}.")
-    ended = f'Stories ending with <|endoftext|> within {max_new_tokens} tokens'
-    for what, key, spec in ((f'Repetition loops (rep-{REP_N})', rep, '.1%'),
-                            ('Diversity (distinct-2)', 'distinct_2', '.3f'), (ended, 'ended_with_eot', '.0%')):
+    for what, key, spec in ((f'Repetition loops (rep-{REP_N})', rep, '.1%'), ('Diversity (distinct-2)', 'distinct_2',
+                             '.3f'), (f'Stories ending with <|endoftext|> within {max_new_tokens} tokens',
+                                      'ended_with_eot', '.0%')):
         vals = {n: s[key] for n, s in study.items() if s[key] is not None}
         if vals:
             lo, hi = min(vals, key=vals.get), max(vals, key=vals.get)
@@ -607,105 +438,57 @@ if __name__ == '__main__':
         facts.append(f"The model rates the text of {likeliest} likeliest ({study[likeliest]['logp_per_token']:.3f} "
                      'nats/token), and it is the one with the most repetition.')
     doc += [('h2', '5. Discussion'), ('p', 'Generated by rules from the measurements above:')]
-    doc += [('li', f) for f in facts]
-    doc += [('h2', 'Figures'), ('p', 'Each figure follows with its caption.')]
-    doc += [('fig', rel, cap) for _, rel, cap in figures]
+    doc += [('li', f) for f in facts] + [('h2', 'Figures'), ('p', 'Each figure follows with its caption.')]
 
-    # ---------------------------------------------------------------- report.md
-    md, nfig = [], 0
+    # ---------------------------------------------------------------- report.md and report.pdf, from the same blocks
+    md, html, images = [], [], {}  # images: the equations as mathtext sets them, for the PDF
+    matplotlib.rcParams['mathtext.fontset'] = 'cm'  # Computer Modern: equations look as LaTeX sets them
     for kind, *a in doc:
-        if kind[0] == 'h':
-            md += ['#' * int(kind[1]) + ' ' + a[0], '']
-        elif kind in ('p', 'li'):
-            md += ['- ' + a[0] if kind == 'li' else a[0], '']
-        elif kind == 'eq':
-            md += ['$$', a[0], '$$', '']
-        elif kind == 'table':
-            md += ['| ' + ' | '.join(r) + ' |' for r in [a[0], ['---'] * len(a[0]), *a[1]]] + ['']
+        e = [escape(str(x)) for x in a]
+        if kind in ('h1', 'h2', 'h3', 'p', 'li'):
+            md.append(('#' * int(kind[1]) + ' ' if kind[0] == 'h' else '- ' if kind == 'li' else '') + a[0])
+            html.append(f'<ul><li>{e[0]}</li></ul>' if kind == 'li' else f'<{kind}>{e[0]}</{kind}>')
+        elif kind == 'eq':  # at 300 dpi, placed at its natural size (shrunk to the page's width)
+            md.append(f'$$\n{a[0]}\n$$')
+            images[f'eq{len(images)}'] = buf = io.BytesIO()
+            mathtext.math_to_image(f'${a[0]}$', buf, prop=matplotlib.font_manager.FontProperties(size=11), dpi=300)
+            w, h = (px * 72 / 300 for px in Image.open(buf).size)  # points
+            html.append(f'<p><img src="eq{len(images) - 1}" width="{min(w, 480)}" height="{h * min(1, 480 / w)}"></p>')
+        elif kind == 'table':  # columns as wide as their longest entry (long text wraps); numbers to the right
+            width = [min(40, max(len(str(x)) for x in col)) + 2 for col in zip(a[0], *a[1])]
+            right = [all(re.fullmatch(r'[-+\d.,% ]+', str(x)) for x in col) for col in zip(*a[1])]
+            md.append('\n'.join(markdown_table(*a)))
+            html.append('<table><tr>' + ''.join(f'<th width="{w}">{escape(x)}</th>' for x, w in zip(a[0], width))
+                        + '</tr>' + ''.join('<tr>' + ''.join(f'<td align="{"right" if r else "left"}">{escape(str(x))}'
+                                                             '</td>' for x, r in zip(row, right)) + '</tr>'
+                                            for row in a[1]) + '</table>')
         elif kind == 'story':
-            md += [f'**{a[0]}**', ''] + ['> ' + line for line in a[1].split('\n')] + ['']
-        elif kind == 'fig':
-            nfig += 1
-            md += [f'![{a[1]}]({a[0]})', '', f'**Figure {nfig}.** {a[1]}', '']
-    rundir.write_text(os.path.join(report_dir, 'report.md'), '\n'.join(md))
+            md.append(f'**{a[0]}**\n\n' + '\n'.join('> ' + line for line in a[1].split('\n')))
+            html.append(f'<p><b>{e[0]}</b></p><blockquote>{e[1]}</blockquote>'.replace('\n', '<br>'))
+    md += [f'![{cap}]({rel})\n\n**Figure {n}.** {cap}' for n, (_, rel, cap) in enumerate(figures, 1)]
+    rundir.write_text(os.path.join(report_dir, 'report.md'), '\n\n'.join(md) + '\n')
 
-    # ---------------------------------------------------------------- report.pdf: fpdf2 lays out the same blocks
-    class PDF(FPDF):
-        def footer(self):  # the page number
-            self.set_y(-12)
-            self.set_font('sans', '', 8)
-            self.cell(0, 5, str(self.page_no()), align='C')
-
-    pdf = PDF(format='A4')
+    pdf = FPDF(format='A4')
     pdf.set_title(doc[0][1])
     pdf.set_margins(18, 15, 18)
-    pdf.set_auto_page_break(True, margin=15)
     fonts = os.path.join(matplotlib.get_data_path(), 'fonts', 'ttf')  # matplotlib's DejaVu: no system fonts needed
     for style, file in (('', 'DejaVuSans'), ('B', 'DejaVuSans-Bold'), ('I', 'DejaVuSans-Oblique')):
         pdf.add_font('sans', style, os.path.join(fonts, file + '.ttf'))
     pdf.add_page()
-    matplotlib.rcParams['mathtext.fontset'] = 'cm'  # Computer Modern: equations look as LaTeX sets them
-    nfig = text_pages = 0
-    for kind, *a in doc:
-        if kind[0] == 'h':
-            level = int(kind[1]) - 1
-            pdf.ln((0, 2.5, 1)[level])
-            if pdf.will_page_break(14):  # no heading alone at the bottom of a page
-                pdf.add_page()
-            pdf.start_section(a[0], level)  # the PDF's outline
-            pdf.set_font('sans', 'B', (15, 12, 10)[level])
-            pdf.multi_cell(0, (7, 6, 5)[level], a[0], align='L', new_x='LMARGIN', new_y='NEXT')
-            pdf.ln(1)
-        elif kind in ('p', 'li'):
-            pdf.set_font('sans', '', 9)
-            if kind == 'li':
-                pdf.cell(4, 4.4, '\u2022')
-            pdf.multi_cell(0, 4.4, a[0], align='L', new_x='LMARGIN', new_y='NEXT')
-            pdf.ln(1)
-        elif kind == 'eq':  # rendered by mathtext at 300 dpi, placed at its natural size (shrunk if too wide)
-            buf = io.BytesIO()
-            mathtext.math_to_image(f'${a[0]}$', buf, prop=matplotlib.font_manager.FontProperties(size=11), dpi=300,
-                                   format='png')
-            w, hgt = (px / 300 * 25.4 for px in Image.open(buf).size)
-            scale = min(1.0, (pdf.epw - 8) / w)
-            if pdf.will_page_break(hgt * scale + 2):
-                pdf.add_page()
-            pdf.image(buf, x=pdf.l_margin + 8, w=w * scale, h=hgt * scale)
-            pdf.ln(1.5)
-        elif kind == 'table':
-            head, body = a
-            numeric = [all(re.fullmatch(r'[-+\d.,% ]+', r[i]) for r in body) for i in range(len(head))]
-            pdf.set_font('sans', 'B', 8)
-            widths = [pdf.get_string_width(h) for h in head]
-            pdf.set_font('sans', '', 8)
-            widths = [max([wd] + [pdf.get_string_width(r[i]) for r in body]) + 4 for i, wd in enumerate(widths)]
-            if pdf.will_page_break(4.6 * (len(body) + 1)):  # keep a table on one page
-                pdf.add_page()
-            with pdf.table(width=min(pdf.epw, sum(widths)), col_widths=widths, align='LEFT', line_height=4.2,
-                           text_align=['RIGHT' if n else 'LEFT' for n in numeric],
-                           borders_layout='HORIZONTAL_LINES') as table:
-                for r in [head, *body]:
-                    table.row(r)
-            pdf.ln(2)
-        elif kind == 'story':
-            if pdf.will_page_break(12):  # the name stays with the first lines of its story
-                pdf.add_page()
-            pdf.set_font('sans', 'B', 8)
-            pdf.cell(0, 4, a[0], new_x='LMARGIN', new_y='NEXT')
-            pdf.set_font('sans', 'I', 8)
-            pdf.set_x(pdf.l_margin + 4)
-            pdf.multi_cell(pdf.epw - 4, 3.7, a[1], align='L', new_x='LMARGIN', new_y='NEXT')
-            pdf.ln(1)
-        elif kind == 'fig':  # one page each, turned to landscape for a wide figure
-            text_pages = text_pages or pdf.page_no()
-            nfig += 1
-            w, hgt = Image.open(os.path.join(report_dir, a[0])).size
-            pdf.add_page(orientation='L' if w > hgt else 'P')
-            pdf.start_section(f'Figure {nfig}', 2)
-            scale = min(pdf.epw / w, (pdf.eph - 12) / hgt)
-            pdf.image(os.path.join(report_dir, a[0]), w=w * scale, h=hgt * scale)
-            pdf.set_font('sans', '', 9)
-            pdf.multi_cell(0, 4.4, f'Figure {nfig}. {a[1]}', align='L', new_x='LMARGIN', new_y='NEXT')
+    pdf.set_font('sans', size=9)
+    pdf.write_html('\n'.join(html), font_family='sans', image_map=images.get, table_line_separators=True,
+                   tag_styles={'h1': TextStyle(font_size_pt=15, font_style='B', b_margin=1),
+                               'h2': TextStyle(font_size_pt=12, font_style='B', t_margin=4, b_margin=1),
+                               'h3': TextStyle(font_size_pt=10, font_style='B', t_margin=3, b_margin=1),
+                               'p': TextStyle(t_margin=1.5), 'li': TextStyle(l_margin=5, t_margin=1),
+                               'blockquote': TextStyle(font_size_pt=8, font_style='I', l_margin=4, b_margin=1)})
+    text_pages = pdf.page_no()
+    for n, (_, rel, cap) in enumerate(figures, 1):  # one page each, turned to landscape for a wide figure
+        w, h = Image.open(os.path.join(report_dir, rel)).size
+        pdf.add_page(orientation='L' if w > h else 'P')
+        pdf.start_section(f'Figure {n}', 2)
+        pdf.image(os.path.join(report_dir, rel), w=w * min(pdf.epw / w, (pdf.eph - 12) / h))
+        pdf.multi_cell(0, 4.4, f'Figure {n}. {cap}')
     with rundir.atomic_open(os.path.join(report_dir, 'report.pdf'), 'wb') as f:
         f.write(pdf.output())
     if text_pages > 5:
