@@ -331,10 +331,9 @@ def make_app(model, enc, engine, name, page, max_tokens_limit):
 
         if s['stream']:
             async def sse():
-                async for i, new, finish in results():
-                    if new or finish:
-                        yield 'data: ' + json.dumps(chunk([{'text': new, 'index': i, 'logprobs': None,
-                                                             'finish_reason': finish}])) + '\n\n'
+                async for i, new, finish in results():  # one event per token ('' while text is held back)
+                    yield 'data: ' + json.dumps(chunk([{'text': new, 'index': i, 'logprobs': None,
+                                                         'finish_reason': finish}])) + '\n\n'
                 if s['include_usage']:
                     yield 'data: ' + json.dumps(chunk([], usage=usage())) + '\n\n'
                 yield 'data: [DONE]\n\n'
@@ -381,6 +380,8 @@ def main():
     server = uvicorn.Server(uvicorn.Config(app, log_level='warning', access_log=False))
     try:
         server.run(sockets=[sock])  # on Ctrl-C uvicorn stops listening and lets the requests in flight finish
+    except KeyboardInterrupt:  # ... then raises the Ctrl-C again: the server has stopped as asked
+        pass
     finally:
         engine.stop()
     print('stopped', flush=True)
