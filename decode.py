@@ -79,6 +79,28 @@ def compile_step(model, backend='inductor'):
     return torch.compile(decode_step, backend=backend, fullgraph=True, dynamic=False, **kw)
 
 
+def transpose_weights(model):
+    """Store every matrix of the model transposed in memory: each weight keeps its shape (out, in) and name, but
+    its elements lie column by column, so F.linear reads W.t() as a contiguous (in, out) matrix. A one-token step
+    multiplies one row by each matrix: BLAS streams a contiguous (in, out) matrix with wide multiply-adds across
+    the outputs, where a row-major (out, in) one needs a short dot product per output (README's decoding table has
+    the figures). Call it once, after the model has its device and dtype, on a model that only decodes."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.stride(0) == 1:
+            module.weight.data = module.weight.data.t().contiguous().t()  # a tied embedding follows: same tensor
+    return model
+
+
+CORES = torch.get_num_threads()  # torch's default thread count, read before anyone changes it
+
+
+def threads_for(rows, threads=0):
+    """CPU threads for decoding `rows` rows at once: `threads` if given; else 1 for a single row, whose
+    matrix-vector products are too small for a second thread to pay for the hand-off between them (README's
+    decoding table), and every core for a batch, whose matrix products split well."""
+    return threads or (1 if rows == 1 else CORES)
+
+
 class Window:
     """What generation feeds the model, stepped the same way by generate and by beam_search: each row's sequence
     so far, the window of its newest (at most block_size) tokens that the model reads, and those tokens' cached
