@@ -77,7 +77,8 @@ config = configure(globals(), strict_files=False)
 for name, ok in (('batch_size', batch_size >= 1), ('gradient_accumulation_steps', gradient_accumulation_steps >= 1),
                  ('steps', steps >= 0), ('warmup_steps', warmup_steps >= 0), ('sample_tokens', sample_tokens >= 0),
                  ('threads', threads >= 0), ('sample_batches', all(isinstance(b, int) and b >= 1 for b in sample_batches)),
-                 ('clients', all(isinstance(c, int) and c >= 1 for c in clients)), ('serve_seconds', serve_seconds > 0)):
+                 ('clients', all(isinstance(c, int) and c >= 1 for c in clients)),
+                 ('serve_seconds', serve_seconds > 0)):
     if not ok:
         raise ValueError(f"{name}={config[name]!r} must be positive (steps, warmup_steps, sample_tokens, threads: or 0)")
 device_type = check_device(device)
@@ -179,9 +180,10 @@ if serve_url:  # measure a running server, not a model built here
     served = []
     for n_clients in clients:
         served.append(f := serve_load(serve_url, n_clients, serve_seconds, sample_tokens))
-        print(f"  {n_clients:3d} clients  {f['tokens_per_s']:8,.0f} tokens/s  latency p50 {f['latency_p50_s'] or 0:.2f}s "
-              f"p99 {f['latency_p99_s'] or 0:.2f}s  first token p50 {f['first_token_p50_s'] or 0:.3f}s p99 "
-              f"{f['first_token_p99_s'] or 0:.3f}s  {f['requests']} requests, {f['errors']} errors")
+        print(f"  {n_clients:3d} clients  {f['tokens_per_s']:8,.0f} tokens/s  latency p50 "
+              f"{f['latency_p50_s'] or 0:.2f}s p99 {f['latency_p99_s'] or 0:.2f}s  first token p50 "
+              f"{f['first_token_p50_s'] or 0:.3f}s p99 {f['first_token_p99_s'] or 0:.3f}s  {f['requests']} requests, "
+              f"{f['errors']} errors")
     if json_out:
         rundir.write_json(json_out, dict(version=1, time=time.strftime('%Y-%m-%dT%H:%M:%S%z'), commit=git_commit(),
                                          device_name=device_name(), serve_url=serve_url, serve=served))

@@ -48,8 +48,8 @@ max_queue = 64          # sequences that may wait for a row; beyond, requests ge
 max_tokens = 1024       # the most tokens a request may ask for per sequence (the window slides past block_size)
 device = DEVICE
 dtype = DTYPE           # of the weights and activations
-compile = True          # torch.compile the decoding step (at start, once per size): ~1.6x on a CPU, CUDA graphs on a GPU
-sizes = (1, 4, 16, 32)  # with compile: the batch sizes a step runs at (n sequences fill the next size up with idle rows)
+compile = True          # torch.compile the decoding step at start, once per size: ~1.6x on a CPU; CUDA graphs on a GPU
+sizes = (1, 4, 16, 32)  # with compile: the batch sizes a step runs at (idle rows fill n sequences up to the next)
 threads = 0             # torch CPU threads; 0 = 1 while one sequence decodes, every core for more
 # -----------------------------------------------------------------------------
 if __name__ == '__main__':
@@ -339,7 +339,8 @@ def make_app(model, enc, engine, name, page, max_tokens_limit):
                     yield 'data: ' + json.dumps(chunk([], usage=usage())) + '\n\n'
                 yield 'data: [DONE]\n\n'
             return StreamingResponse(sse(), media_type='text/event-stream', headers={'Cache-Control': 'no-cache'})
-        out = [{'text': '', 'index': i, 'logprobs': None, 'finish_reason': None} for i in range(len(prompt_ids) * s['n'])]
+        out = [{'text': '', 'index': i, 'logprobs': None, 'finish_reason': None}
+               for i in range(len(prompt_ids) * s['n'])]
         async for i, new, finish in results():
             out[i]['text'] += new
             out[i]['finish_reason'] = finish or out[i]['finish_reason']

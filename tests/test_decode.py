@@ -123,7 +123,8 @@ def test_sequences_joining_and_leaving_a_batch_decode_as_if_alone(pos):
     settings = [(0, None, None, 0), (1.0, None, None, 1), (0.8, 10, None, 2), (1.2, None, 0.9, 3), (0, None, None, 4),
                 (1.0, 5, 0.8, 5)]
     alone = [[t.item() for t in generate(model, torch.tensor([p]), 40, temperature=s[0], top_k=s[1], top_p=s[2],
-                                         generator=torch.Generator().manual_seed(s[3]))] for p, s in zip(prompts, settings)]
+                                         generator=torch.Generator().manual_seed(s[3]))]
+             for p, s in zip(prompts, settings)]
     for sizes in (None, (1, 2)):
         assert run_batch(Batch(model, 3, sizes=sizes), prompts, 40, settings) == alone
 

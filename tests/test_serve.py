@@ -34,8 +34,9 @@ class Server:
     def __init__(self, ckpt_dir):
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / 'serve.py'), f'--out_dir={ckpt_dir}', '--port=0', '--device=cpu',
-             '--dtype=float32', '--compile=False', '--threads=1', f'--max_batch={MAX_BATCH}', f'--max_queue={MAX_QUEUE}',
-             f'--max_tokens={MAX_TOKENS}'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+             '--dtype=float32', '--compile=False', '--threads=1', f'--max_batch={MAX_BATCH}',
+             f'--max_queue={MAX_QUEUE}', f'--max_tokens={MAX_TOKENS}'],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**os.environ, 'OMP_NUM_THREADS': '1'})
         self.lines, self.started = [], threading.Event()
         threading.Thread(target=self.read, daemon=True).start()
