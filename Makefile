@@ -25,8 +25,12 @@ demo: setup
 	$(PY) train.py config/train_tinystories_cpu.py --data_dir=data/tinystories-demo --out_dir=out-tinystories-cpu --overwrite=True
 	$(PY) sample.py --out_dir=out-tinystories-cpu --start="Once upon a time" --num_samples=1 --max_new_tokens=200 --temperature=0.8 --top_k=50
 
-# pytest exits 5 when it collects no tests: that is not a failure of the code.
+# The page's test drives Debian's chromium (Playwright's own browser download cannot work here): install it
+# when it is missing. pytest exits 5 when it collects no tests: that is not a failure of the code.
+CHROMIUM := /usr/bin/chromium
 test: setup
+	@[ -x $(CHROMIUM) ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null) || echo "could not install chromium (apt-get as root): the browser test will be skipped"
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # The demo's model (or OUT=another run directory) exported with a GGUF file and run in llama.cpp: its tokenizer

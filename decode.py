@@ -22,25 +22,38 @@ class KVCache:
     def __init__(self, block_size):
         self.block_size, self.k, self.v = block_size, None, None
 
+    def allocate(self, batch, n_kv_head, head_dim, dtype, device):
+        """Buffers for `batch` rows; update() calls it on first use, a Batch calls it for all its rows at once."""
+        shape = (batch, n_kv_head, self.block_size, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)  # zeros, not empty: 0 * NaN would poison softmax
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        for buffer in (self.k, self.v):  # so CUDA graphs of the compiled step read them in place, uncopied
+            torch._dynamo.mark_static_address(buffer)
+
     def update(self, k, v, positions):
         """Write k, v (B, n_kv_head, T, hd) of tokens at positions (T,) or (B, T); returns the whole buffers."""
         B = k.size(0)
         if self.k is None:  # allocated on first use so dtype/device follow the activations (autocast included)
-            shape = (B, k.size(1), self.block_size, k.size(3))
-            self.k, self.v = k.new_zeros(shape), v.new_zeros(shape)  # zeros, not empty: 0 * NaN would poison softmax
-            for buffer in (self.k, self.v):  # so CUDA graphs of the compiled step read them in place, uncopied
-                torch._dynamo.mark_static_address(buffer)
+            self.allocate(B, k.size(1), k.size(3), k.dtype, k.device)
         rows = torch.arange(B, device=k.device)[:, None]  # (B, 1): row b writes its own positions
         self.k[rows, :, positions.expand(B, -1)] = k.transpose(1, 2)  # indexed dims first: (B, T, n_kv_head, hd)
         self.v[rows, :, positions.expand(B, -1)] = v.transpose(1, 2)
         return self.k, self.v
 
-    def view(self, row):
-        """Row `row` of this (allocated) cache alone, sharing its buffers: a request joining a batch that is already
-        decoding fills its own row, and the step then reads every row in place."""
+    def view(self, start, stop=None):
+        """Rows start..stop-1 (default: row start alone) of this allocated cache, sharing its buffers: a request
+        joining a batch that is already decoding fills its own row, and the step then reads every row in place."""
+        stop = start + 1 if stop is None else stop
         part = KVCache(self.block_size)
-        part.k, part.v = self.k[row:row + 1], self.v[row:row + 1]
+        part.k, part.v = self.k[start:stop], self.v[start:stop]
+        for buffer in (part.k, part.v):  # a compiled step given this view reads it in place too
+            torch._dynamo.mark_static_address(buffer)
         return part
+
+    def move(self, src, dst, length):
+        """Copy row src's first `length` slots to row dst (a Batch closing the gap a finished sequence left)."""
+        self.k[dst, :, :length] = self.k[src, :, :length]
+        self.v[dst, :, :length] = self.v[src, :, :length]
 
     def reorder(self, rows):
         """Make row i hold what row rows[i] held (beam search follows each surviving beam's parent)."""
@@ -64,6 +77,28 @@ def compile_step(model, backend='inductor'):
     if backend == 'inductor':
         kw = dict(mode='reduce-overhead') if model.lm_head.weight.is_cuda else dict(options={'cpp_wrapper': True})
     return torch.compile(decode_step, backend=backend, fullgraph=True, dynamic=False, **kw)
+
+
+def transpose_weights(model):
+    """Store every matrix of the model transposed in memory: each weight keeps its shape (out, in) and name, but
+    its elements lie column by column, so F.linear reads W.t() as a contiguous (in, out) matrix. A one-token step
+    multiplies one row by each matrix: BLAS streams a contiguous (in, out) matrix with wide multiply-adds across
+    the outputs, where a row-major (out, in) one needs a short dot product per output (README's decoding table has
+    the figures). Call it once, after the model has its device and dtype, on a model that only decodes."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.stride(0) == 1:
+            module.weight.data = module.weight.data.t().contiguous().t()  # a tied embedding follows: same tensor
+    return model
+
+
+CORES = torch.get_num_threads()  # torch's default thread count, read before anyone changes it
+
+
+def threads_for(rows, threads=0):
+    """CPU threads for decoding `rows` rows at once: `threads` if given; else 1 for a single row, whose
+    matrix-vector products are too small for a second thread to pay for the hand-off between them (README's
+    decoding table), and every core for a batch, whose matrix products split well."""
+    return threads or (1 if rows == 1 else CORES)
 
 
 class Window:
@@ -175,6 +210,108 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
         yield nxt
         if eos_id is not None and bool(done.all()):
             return
+
+
+def sample_rows(logits, settings, generators):
+    """sample_next for rows with settings of their own: logits (B, V), settings a list of B (temperature, top_k,
+    top_p) and generators a list of B -> a list of B tokens. Rows that share settings are drawn together."""
+    groups = {}
+    for i, s in enumerate(settings):
+        groups.setdefault(s, []).append(i)
+    out = [0] * len(settings)
+    for s, rows in groups.items():
+        part = logits if len(rows) == len(settings) else logits[rows]
+        for i, t in zip(rows, sample_next(part, *s, generator=[generators[i] for i in rows]).tolist()):
+            out[i] = t
+    return out
+
+
+class Sequence:
+    """One sequence in a Batch: the tokens of its window (the newest last), its sampling settings (temperature,
+    top_k, top_p), its generator and its row in the batch."""
+
+    def __init__(self, window, sampling, generator, row):
+        self.window, self.sampling, self.generator, self.row = window, sampling, generator, row
+
+
+class Batch:
+    """Sequences decoded together in the rows of one static KV cache (continuous batching, as serve.py runs it):
+    each at its own position, with its own sampling settings and generator, joining (add) and leaving (remove)
+    between steps; step() gives every sequence its next token.
+
+    The sequences hold rows 0..n-1, so a step reads n rows; one that leaves hands its row to the last sequence
+    (a copy of that row's cached slots). A sequence reads the windows Window gives generate (sliding the same way
+    past block_size), so a sequence decoded here, greedily or with its own generator, gets the tokens generate
+    gives it alone, up to rounding (a batch's matrix products may round differently from one row's).
+    sizes: the batch sizes a step may run at (a compiled step compiles once per size): n sequences are padded with
+    idle rows up to the smallest size >= n. None runs exactly n rows (an eager step)."""
+
+    def __init__(self, model, max_rows, step=decode_step, sizes=None):
+        c, w = model.config, model.lm_head.weight
+        if max_rows < 1:
+            raise ValueError(f'max_rows={max_rows} must be at least 1')
+        self.model, self.block_size, self.max_rows, self.step_fn = model, c.block_size, max_rows, step
+        self.sizes = sorted({s for s in sizes or () if s < max_rows} | {max_rows}) if sizes else None
+        self.caches = [KVCache(c.block_size) for _ in model.blocks]
+        for cache in self.caches:
+            cache.allocate(max_rows, c.n_kv_head or c.n_head, c.head_dim, w.dtype, w.device)
+        self.views = {}  # batch size -> the caches' first rows, made once so a compiled step sees the same tensors
+        self.seqs = []  # the sequence in each row
+
+    def add(self, ids, temperature=1.0, top_k=None, top_p=None, generator=None):
+        """Start a sequence from the token ids (a list, at least one) in the next free row -> its Sequence. Its
+        tokens but the newest go through the model now; the newest goes through the next step."""
+        check_sampling(temperature, top_k, top_p)
+        if len(self.seqs) == self.max_rows:
+            raise ValueError(f'all {self.max_rows} rows are decoding; remove a sequence before adding one')
+        if not ids:
+            raise ValueError('a sequence starts from at least one token, e.g. <|endoftext|>')
+        sampling = (temperature, top_k, top_p) if temperature else (0, None, None)  # greedy ignores top_k/top_p
+        seq = Sequence(list(ids[-self.block_size:]), sampling, generator, len(self.seqs))  # as Window keeps them
+        self.seqs.append(seq)
+        self.fill(seq)
+        return seq
+
+    def remove(self, seq):
+        """End a sequence between steps: its row goes to the last sequence, so the rows stay 0..n-1."""
+        last = self.seqs.pop()
+        if last is not seq:
+            for cache in self.caches:
+                cache.move(last.row, seq.row, len(last.window) - 1)  # the slots that row has filled
+            last.row = seq.row
+            self.seqs[seq.row] = last
+
+    @torch.no_grad()
+    def fill(self, seq):
+        """Cache the keys and values of the sequence's window but its newest token, in its own row."""
+        n = len(seq.window) - 1
+        if n:
+            device = self.model.lm_head.weight.device
+            self.model.trunk(torch.tensor([seq.window[:-1]], device=device), torch.arange(n, device=device),
+                             [cache.view(seq.row) for cache in self.caches])
+
+    @torch.no_grad()
+    def step(self):
+        """The next token of every sequence, a list in row order (each is also appended to its sequence's window)."""
+        if not self.seqs:
+            return []
+        for seq in self.seqs:
+            if len(seq.window) > self.block_size:  # slide as Window does, and refill the row
+                seq.window = seq.window[-max(1, self.block_size // 2):]
+                self.fill(seq)
+        n = len(self.seqs)
+        B = n if self.sizes is None else next(s for s in self.sizes if s >= n)
+        if B not in self.views:
+            self.views[B] = [cache.view(0, B) for cache in self.caches]
+        device = self.model.lm_head.weight.device
+        tokens = torch.tensor([s.window[-1] for s in self.seqs] + [0] * (B - n), device=device)
+        # idle rows (position 0) write slot 0 of free rows, which a sequence added there overwrites before reading
+        positions = torch.tensor([len(s.window) - 1 for s in self.seqs] + [0] * (B - n), device=device)
+        logits = self.step_fn(self.model, tokens, positions, self.views[B])[:n]
+        nxt = sample_rows(logits, [s.sampling for s in self.seqs], [s.generator for s in self.seqs])
+        for seq, t in zip(self.seqs, nxt):
+            seq.window.append(t)
+        return nxt
 
 
 @torch.no_grad()

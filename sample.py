@@ -54,6 +54,7 @@ device = DEVICE
 dtype = DTYPE           # of the weights and activations
 compile = torch.cuda.is_available()  # torch.compile the decoding step (CUDA graphs on a GPU); on a CPU its compile
                                      # time outweighs what it saves for a few stories: README's measured table
+threads = 0             # torch CPU threads; 0 = 1 for a single story (or --stream), every core for a batch
 interactive = False     # read prompts from stdin, one per line, until EOF
 stop_at_eot = True      # end a story at <|endoftext|>; False keeps going into the next one
 # -----------------------------------------------------------------------------
@@ -72,6 +73,7 @@ for broken, message in (
         (interactive and start, "--start and --interactive=True both given; in interactive mode type the prompts on stdin"),
         (start and not start.strip(), "the prompt is only whitespace; pass some text, or --start='' for a fresh story"),
         (not 0 <= seed <= 2**64 - num_samples, f"seed={seed} must be in [0, 2**64 - num_samples]; e.g. --seed=1337"),
+        (threads < 0, f"threads={threads} must be 0 (automatic) or more"),
         (interactive and sys.stdin is None, "--interactive=True reads prompts from stdin, but stdin is closed; pipe "
          "prompts in, or pass --start=TEXT instead")):
     if broken:  # (story i draws with seed + i, and torch seeds are 64-bit)
@@ -112,7 +114,8 @@ enc = tokenizer.from_checkpoint(checkpoint, ckpt_path)
 eot = enc.eot_token
 # Decoding reads every weight once per token, so cast the weights to dtype once here: autocast would re-cast
 # every matrix for every token. (The position tables are cast too; computed in float64, they lose only bits.)
-model.to(weights_dtype)
+decode.transpose_weights(model.to(weights_dtype))  # each matrix laid out for the one-token step's products
+torch.set_num_threads(decode.threads_for(beam_width if beam_width > 1 else 1 if stream else num_samples, threads))
 step = decode.compile_step(model) if compile else decode.decode_step  # compiled: the one-token step, fixed shapes
 sampling['eos_id'] = eot if stop_at_eot else None
 

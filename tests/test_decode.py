@@ -1,12 +1,13 @@
 """Properties of decode.py: the KV cache changes nothing but speed, rows at different positions decode as if
-alone, a compiled step never recompiles, sampling rules, per-row generators and stops, beam search."""
+alone, sequences joining and leaving a Batch decode as if alone, a compiled step never recompiles, sampling
+rules, per-row generators and stops, beam search."""
 import itertools
 import math
 
 import pytest
 import torch
 
-from decode import KVCache, beam_search, compile_step, decode_step, generate, sample_next
+from decode import Batch, KVCache, beam_search, compile_step, decode_step, generate, sample_next
 from model import GPT, GPTConfig, POS
 
 torch.set_num_threads(1)
@@ -90,6 +91,64 @@ def test_rows_at_different_positions_decode_as_if_each_were_alone(pos):
         logits = decode_step(model, torch.full((3,), 5), torch.tensor([p.size(1) for p in prompts]), caches)
     for row in range(3):
         torch.testing.assert_close(logits[row], alone[row], atol=1e-5, rtol=0)
+
+
+def run_batch(batch, prompts, n, settings, admit_every=3):
+    """Decode n tokens for each prompt through `batch`, admitting one sequence every admit_every steps while rows
+    are free and removing each once it has n tokens (so sequences join and leave mid-flight) -> token lists."""
+    out, todo, live, steps = {}, list(range(len(prompts))), {}, 0
+    while todo or live:
+        if todo and len(live) < batch.max_rows and steps % admit_every == 0:
+            i = todo.pop(0)
+            temperature, top_k, top_p, seed = settings[i]
+            live[batch.add(prompts[i], temperature, top_k, top_p, torch.Generator().manual_seed(seed))] = i
+            out[i] = []
+        for seq, token in zip(list(batch.seqs), batch.step()):
+            out[live[seq]].append(token)
+            if len(out[live[seq]]) == n:
+                batch.remove(seq)
+                del live[seq]
+        steps += 1
+    return [out[i] for i in range(len(prompts))]
+
+
+@pytest.mark.parametrize('pos', ['rope', 'learned'])
+def test_sequences_joining_and_leaving_a_batch_decode_as_if_alone(pos):
+    """Sequences added to a Batch at different steps, each with its own settings (greedy, temperature, top-k,
+    top-p) and seeded generator, removed when done, some sliding past block_size 16 and some starting past it,
+    get the very tokens generate gives each alone; also when steps run padded to fixed sizes, with at most 3 rows
+    (so later sequences take over freed rows and their cache slots)."""
+    model = build(pos=pos, n_kv_head=2)
+    prompts = [torch.randint(0, 50, (n,)).tolist() for n in (3, 7, 1, 20, 5, 2)]
+    settings = [(0, None, None, 0), (1.0, None, None, 1), (0.8, 10, None, 2), (1.2, None, 0.9, 3), (0, None, None, 4),
+                (1.0, 5, 0.8, 5)]
+    alone = [[t.item() for t in generate(model, torch.tensor([p]), 40, temperature=s[0], top_k=s[1], top_p=s[2],
+                                         generator=torch.Generator().manual_seed(s[3]))]
+             for p, s in zip(prompts, settings)]
+    for sizes in (None, (1, 2)):
+        assert run_batch(Batch(model, 3, sizes=sizes), prompts, 40, settings) == alone
+
+
+def test_batch_with_a_compiled_step_compiles_once_per_size():
+    """A Batch stepping a compiled step through every size 1..4 as sequences come and go compiles it once per size
+    (padding to sizes (1, 2, 4)), and decodes what the eager step decodes."""
+    model = build(pos='rope')
+    prompts = [torch.randint(0, 50, (n,)).tolist() for n in (2, 5, 3, 4, 6)]
+    settings = [(0, None, None, 0)] * 5
+    step = compile_step(model, backend='eager')
+    compiled = Batch(model, 4, step, sizes=(1, 2, 4))
+    run_batch(compiled, prompts[:4], 3, settings, admit_every=1)  # one compile for each of the sizes
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert run_batch(compiled, prompts, 30, settings) == run_batch(Batch(model, 4), prompts, 30, settings)
+
+
+def test_batch_refuses_what_it_cannot_hold():
+    """A full batch and an empty sequence are one-line ValueErrors."""
+    batch = Batch(build(), 1)
+    for call in (lambda: batch.add([]), lambda: [batch.add([1]), batch.add([2])]):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert '\n' not in str(e.value)
 
 
 def test_generation_stops_at_eos():
