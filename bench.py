@@ -6,15 +6,14 @@ ms/step, model FLOPs utilisation against the device's own peak, and peak memory;
 it: batch-1 greedy tokens/s with the KV cache (with the profiler's breakdown of a token's time, and the roofline: a
 token reads every weight once, so the copy bandwidth measured in this run over the weight bytes bounds tokens/s),
 the same without the cache, and batched sampling at each of `sample_batches`. Prints a table and writes every
-figure as JSON (bench.json), for plots and comparisons across commits. With --serve_url it measures a running
-serve.py instead: aggregate tokens/s and each request's latency for each number of concurrent streaming `clients`.
+figure as JSON (bench.json), for plots and comparisons across commits. (A running serve.py is measured by
+serve.py --measure=URL.)
 
     python bench.py                                          # default model, random tokens
     python bench.py config/train_tinystories.py --compile=True  # that config's model, batch and dtype
     python bench.py config/train_tinystories_cpu.py --data=data/tinystories-demo  # and its real tokens and vocab
     python bench.py --n_layer=12 --n_head=12 --n_embd=768 --vocab_size=50304 --batch_size=2
     python bench.py --steps=0 --vocab_size=32000 --mlp_hidden=768  # decoding only, llama2.c's 15M shape
-    python bench.py --serve_url=http://127.0.0.1:8000               # a running serve.py, 1/8/32 clients
 
 Settings use train.py's names, so any train config works (its other keys, like out_dir, are ignored).
 """
@@ -48,9 +47,6 @@ sample_batches = (1, 8, 32)  # batch sizes of the batched-sampling measurement (
 decode_anchor = 109.0    # tokens/s printed beside ours for scale: llama2.c's C run.c on its 15M shape (6L/288d,
                          # vocab 32000), fp32, 2 threads, on the 2-core CPU of README's measured table; 0 = none
 threads = 0              # torch CPU threads; 0 = torch's default for training, decode.threads_for's for decoding
-serve_url = ''           # a running serve.py to measure instead of a model built here
-clients = (1, 8, 32)     # concurrent streaming clients, each asking for sample_tokens tokens again and again ...
-serve_seconds = 20.0     # ... for this long
 profile = ''             # write a torch.profiler Chrome trace of 3 extra steps here ('' = off; .json or .json.gz)
 json_out = 'bench.json'  # where the figures go ('' = print only)
 # model and batch: train.py's setting names; every GPTConfig field with model.py's default (vocab_size is for
@@ -76,9 +72,7 @@ seed = 1337
 config = configure(globals(), strict_files=False)
 for name, ok in (('batch_size', batch_size >= 1), ('gradient_accumulation_steps', gradient_accumulation_steps >= 1),
                  ('steps', steps >= 0), ('warmup_steps', warmup_steps >= 0), ('sample_tokens', sample_tokens >= 0),
-                 ('threads', threads >= 0), ('sample_batches', all(isinstance(b, int) and b >= 1 for b in sample_batches)),
-                 ('clients', all(isinstance(c, int) and c >= 1 for c in clients)),
-                 ('serve_seconds', serve_seconds > 0)):
+                 ('threads', threads >= 0), ('sample_batches', all(isinstance(b, int) and b >= 1 for b in sample_batches))):
     if not ok:
         raise ValueError(f"{name}={config[name]!r} must be positive (steps, warmup_steps, sample_tokens, threads: or 0)")
 device_type = check_device(device)
@@ -134,61 +128,6 @@ def si(x, unit=''):
             return f'{x / scale:.3g} {prefix}{unit}'
     return f'{x:.3g} {unit}'
 
-
-def serve_load(url, n_clients, seconds, max_tokens):
-    """n_clients clients, each streaming one completion after another from the serve.py at url for `seconds`
-    (max_tokens tokens each, ignore_eos) -> tokens/s over all of them, each request's time to its first token and
-    to its end (p50, p99), and the requests that failed."""
-    import asyncio
-    import httpx
-
-    async def run():
-        first, whole, tokens, errors, end = [], [], 0, 0, time.monotonic() + seconds
-        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=n_clients)) as http:
-            async def client(k):
-                nonlocal tokens, errors
-                while time.monotonic() < end:
-                    t0, t_first, got = time.perf_counter(), None, 0
-                    try:
-                        async with http.stream('POST', url.rstrip('/') + '/v1/completions', json=dict(
-                                prompt='Once upon a time', max_tokens=max_tokens, temperature=0.8, top_k=50,
-                                seed=k * 1000003 + len(whole), stream=True, ignore_eos=True)) as r:
-                            async for line in r.aiter_lines():
-                                if line.startswith('data: {'):
-                                    got, t_first = got + 1, t_first or time.perf_counter() - t0
-                        if r.status_code != 200 or got != max_tokens + 1:  # every token, then the finish
-                            raise httpx.HTTPError(f'{r.status_code}, {got} events')
-                    except httpx.HTTPError:
-                        errors += 1
-                        continue
-                    first.append(t_first)
-                    whole.append(time.perf_counter() - t0)
-                    tokens += max_tokens
-            t0 = time.perf_counter()
-            await asyncio.gather(*(client(k) for k in range(n_clients)))
-            return first, whole, tokens / (time.perf_counter() - t0), errors
-
-    first, whole, tok_s, errors = asyncio.run(run())
-    pct = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(len(xs) * p))] if xs else None
-    return dict(clients=n_clients, requests=len(whole), errors=errors, tokens_per_s=tok_s, max_tokens=max_tokens,
-                latency_p50_s=pct(whole, 0.5), latency_p99_s=pct(whole, 0.99), first_token_p50_s=pct(first, 0.5),
-                first_token_p99_s=pct(first, 0.99))
-
-
-if serve_url:  # measure a running server, not a model built here
-    print(f"serving {serve_url}: {sample_tokens} tokens per request, streamed, {serve_seconds:g}s per row")
-    served = []
-    for n_clients in clients:
-        served.append(f := serve_load(serve_url, n_clients, serve_seconds, sample_tokens))
-        print(f"  {n_clients:3d} clients  {f['tokens_per_s']:8,.0f} tokens/s  latency p50 "
-              f"{f['latency_p50_s'] or 0:.2f}s p99 {f['latency_p99_s'] or 0:.2f}s  first token p50 "
-              f"{f['first_token_p50_s'] or 0:.3f}s p99 {f['first_token_p99_s'] or 0:.3f}s  {f['requests']} requests, "
-              f"{f['errors']} errors")
-    if json_out:
-        rundir.write_json(json_out, dict(version=1, time=time.strftime('%Y-%m-%dT%H:%M:%S%z'), commit=git_commit(),
-                                         device_name=device_name(), serve_url=serve_url, serve=served))
-        print(f"wrote {json_out}")
-    sys.exit(0)
 
 base_rss = rss_bytes()  # Python + torch before any model: subtract it to see what the model itself costs
 start_id, tokens = 0, None  # the token generation starts from; real training tokens, if any

@@ -51,6 +51,10 @@ dtype = DTYPE           # of the weights and activations
 compile = True          # torch.compile the decoding step at start, once per size: ~1.6x on a CPU; CUDA graphs on a GPU
 sizes = (1, 4, 16, 32)  # with compile: the batch sizes a step runs at (idle rows fill n sequences up to the next)
 threads = 0             # torch CPU threads; 0 = 1 while one sequence decodes, every core for more
+measure = ''            # the URL of a running serve.py: measure it instead of serving (see load) with these
+clients = (1, 8, 32)    # numbers of concurrent streaming clients, each asking for measure_tokens tokens again
+measure_tokens = 128    # and again
+measure_seconds = 20.0  # for this long
 # -----------------------------------------------------------------------------
 if __name__ == '__main__':
     config = configure(globals())
@@ -349,6 +353,61 @@ def make_app(model, enc, engine, name, page, max_tokens_limit):
     return app
 
 
+def load(url, n_clients, seconds, max_tokens):
+    """n_clients clients, each streaming one completion after another from the serve.py at url for `seconds`
+    (max_tokens tokens each, ignore_eos) -> tokens/s over all of them, each request's time to its first token and
+    to its end (p50, p99), and the requests that failed."""
+    import asyncio
+    import httpx
+
+    async def run():
+        first, whole, tokens, errors, end = [], [], 0, 0, time.monotonic() + seconds
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=n_clients)) as http:
+            async def client(k):
+                nonlocal tokens, errors
+                while time.monotonic() < end:
+                    t0, t_first, got = time.perf_counter(), None, 0
+                    try:
+                        async with http.stream('POST', url.rstrip('/') + '/v1/completions', json=dict(
+                                prompt='Once upon a time', max_tokens=max_tokens, temperature=0.8, top_k=50,
+                                seed=k * 1000003 + len(whole), stream=True, ignore_eos=True)) as r:
+                            async for line in r.aiter_lines():
+                                if line.startswith('data: {'):
+                                    got, t_first = got + 1, t_first or time.perf_counter() - t0
+                        if r.status_code != 200 or got != max_tokens + 1:  # every token, then the finish
+                            raise httpx.HTTPError(f'{r.status_code}, {got} events')
+                    except httpx.HTTPError:
+                        errors += 1
+                        continue
+                    first.append(t_first)
+                    whole.append(time.perf_counter() - t0)
+                    tokens += max_tokens
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client(k) for k in range(n_clients)))
+            return first, whole, tokens / (time.perf_counter() - t0), errors
+
+    first, whole, tok_s, errors = asyncio.run(run())
+    pct = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(len(xs) * p))] if xs else None
+    return dict(clients=n_clients, requests=len(whole), errors=errors, tokens_per_s=tok_s, max_tokens=max_tokens,
+                latency_p50_s=pct(whole, 0.5), latency_p99_s=pct(whole, 0.99), first_token_p50_s=pct(first, 0.5),
+                first_token_p99_s=pct(first, 0.99))
+
+
+def measure_server():
+    """--measure=URL: aggregate tokens/s and each request's latency for each number of concurrent clients."""
+    n = measure_tokens
+    print(f"measuring {measure}: {n} tokens per request, streamed, {measure_seconds:g}s per row")
+    served = []
+    for n_clients in clients:
+        served.append(f := load(measure, n_clients, measure_seconds, n))
+        print(f"  {n_clients:3d} clients  {f['tokens_per_s']:8,.0f} tokens/s  latency p50 {f['latency_p50_s'] or 0:.2f}s "
+              f"p99 {f['latency_p99_s'] or 0:.2f}s  first token p50 {f['first_token_p50_s'] or 0:.3f}s p99 "
+              f"{f['first_token_p99_s'] or 0:.3f}s  {f['requests']} requests, {f['errors']} errors")
+    rundir.write_json('serve_bench.json', {'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'), 'url': measure,
+                                           'serve': served})
+    print("wrote serve_bench.json")
+
+
 def main():
     check_device(device)
     for name, ok in (('max_batch', max_batch >= 1), ('max_queue', max_queue >= 0), ('max_tokens', max_tokens >= 1),
@@ -398,4 +457,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    measure_server() if measure else main()
