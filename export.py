@@ -60,7 +60,6 @@ import rundir
 import tokenizer
 from model import GPTConfig
 
-# (Constants here are dicts and sets: configurator.configure would take module-level strs/tuples for settings.)
 # What each class can represent, in the order a refusal names them: class -> (model_type, llama.cpp's
 # architecture, the GPTConfig values it needs).
 ROPE = dict(pos='rope', norm='rmsnorm', norm_pos='pre')
