@@ -64,6 +64,7 @@ grad_clip = 1.0
 muon_lr = 0.02
 muon_momentum = 0.95
 muon_weight_decay = 0.0
+normuon = False          # as train.py; its per-neuron step adds to Muon's cost
 device = DEVICE
 dtype = DTYPE            # as train.py: autocast dtype, float16 adds a GradScaler; the weights' dtype when decoding
 compile = torch.cuda.is_available()  # on a CPU, compiling costs a minute and gains little for small models
@@ -149,7 +150,7 @@ else:  # one fixed batch of random tokens: pure compute
 gptconf = GPTConfig.from_dict({k: config[k] for k in GPTConfig().to_dict()} | {'vocab_size': vocab_size})
 model = GPT(gptconf).to(device)
 optimizers = optim.configure_optimizers(model, optimizer, learning_rate, (beta1, beta2), weight_decay, muon_lr,
-                                        muon_momentum, muon_weight_decay, device_type)
+                                        muon_momentum, muon_weight_decay, device_type, normuon=normuon)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 train_model = torch.compile(model) if compile else model
 n_params, n_params_ne = model.num_params(), model.num_params(non_embedding=True)

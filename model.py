@@ -2,7 +2,8 @@
 A GPT language model in one file. GPTConfig picks every architecture the project's seeds use:
 positions (learned / sinusoidal / rotary / none), normalisation (LayerNorm / RMSNorm / none, pre or post),
 MLP activation (GELU / ReLU / squared ReLU / SiLU / SwiGLU / GeGLU), grouped-query attention and weight tying;
-and the speed-run switches, all off by default: QK-norm, zero-initialised output projections, logit soft-capping.
+and the speed-run switches, all off by default: QK-norm, zero-initialised output projections, logit soft-capping,
+x0 mixing.
 Decoding (the KV cache, sampling, beam search) lives in decode.py; the model only takes a cache when given one.
 
 References (cited below by number):
@@ -21,6 +22,7 @@ References (cited below by number):
 [12] So et al. 2021, Primer: Searching for Efficient Transformers for Language Modeling (squared ReLU)
 [13] Gemma Team 2024, Gemma 2 (final-logit soft-capping); Jordan et al. 2024, modded-nanogpt (its speed-run use)
 [14] Zhang et al. 2019, Fixup Initialization; Jordan et al. 2024, modded-nanogpt (zero-initialised projections)
+[15] Karpathy 2025, nanochat; Jordan et al. 2024, modded-nanogpt (x0 mixing: every block re-reads the embedding)
 """
 import math
 import os
@@ -58,6 +60,7 @@ class GPTConfig:
     qk_norm: bool = False           # RMSNorm (with gains) of each head's queries and keys, before RoPE [11]
     zero_init: bool = False         # residual output projections start at 0: pre-norm blocks start as identity [14]
     logit_softcap: float = 0.0      # c > 0: logits = c * tanh(logits / c), smoothly kept inside (-c, c) [13]; 0 = off
+    x0_mix: bool = False            # each block reads a learned mix of the stream and the embedding x0 [15]
 
     def __post_init__(self):
         """Values arrive from command lines and checkpoints: refuse what the model cannot be, in one line."""
@@ -288,6 +291,9 @@ class GPT(nn.Module):
             self.register_buffer('rope_sin', sin, persistent=False)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        if c.x0_mix:  # [15]: x <- resid_lambdas[i] * x + x0_lambdas[i] * x0 before block i; starts as the plain stream
+            self.resid_lambdas = nn.Parameter(torch.ones(c.n_layer))
+            self.x0_lambdas = nn.Parameter(torch.zeros(c.n_layer))
         # post-norm blocks already end in a norm, so only pre-norm needs a final one [2]
         self.norm_f = make_norm(c) if c.norm_pos == 'pre' else nn.Identity()
         self.lm_head = nn.Linear(c.n_embd, c.padded_vocab, bias=False)
@@ -319,8 +325,10 @@ class GPT(nn.Module):
             x = x + self.wpe(positions)
         # (pos='none' adds nothing: a causal decoder can still infer order from what each token may see [8])
         rope = (self.rope_cos[positions], self.rope_sin[positions]) if c.pos == 'rope' else None
-        x = self.drop(x)
+        x = x0 = self.drop(x)
         for i, block in enumerate(self.blocks):
+            if c.x0_mix:  # the token's own embedding stays within reach of every layer
+                x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             x = block(x, positions, rope, caches[i] if caches else None, maps)
         return self.norm_f(x)
 

@@ -65,13 +65,17 @@ weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # max global gradient norm; 0 disables clipping
-lr_schedule = 'cosine'  # 'cosine' | 'vaswani' | 'constant' (see optim.get_lr)
+lr_schedule = 'cosine'  # 'cosine' | 'wsd' | 'vaswani' | 'constant' (see optim.get_lr)
 warmup_iters = 200
-lr_decay_iters = 0  # cosine reaches min_lr here (at least warmup_iters); 0 means max_iters
-min_lr = 1e-4  # where the cosine ends, in [0, learning_rate]
+lr_decay_iters = 0  # cosine or wsd reaches min_lr here (at least warmup_iters); 0 means max_iters
+min_lr = 1e-4  # where the decay ends, in [0, learning_rate]
+cooldown_frac = 0.5  # lr_schedule='wsd': the last fraction of the decay's span, a straight line down to min_lr
+embedding_lr = 0.0  # > 0: the token embedding's own AdamW peak rate, without weight decay; 0: learning_rate
+head_lr = 0.0  # > 0: an untied output head's own AdamW peak rate, without weight decay; 0: learning_rate
 muon_lr = 0.02  # Muon's peak rate; the schedule scales it as AdamW's
 muon_momentum = 0.95  # Muon's Nesterov momentum
 muon_weight_decay = 0.0  # Muon's decoupled weight decay, times its rate
+normuon = False  # True: NorMuon's per-neuron normalisation of Muon's update (optim.Muon.even_neurons)
 # time: seconds of training, evaluation and checkpointing excluded
 time_budget = 0.0  # > 0: end the run after this long, the schedule decaying over it (max_iters still caps the run)
 target_val_loss = 0.0  # > 0: record when the val loss reaches this (rundir.time_to_target); 0 = off
@@ -92,8 +96,9 @@ for name, ok, want in [  # train.py's own settings; optim.py, model.py and data.
          'in [0, 2**32 - 1]'), ('target_val_loss', target_val_loss >= 0, 'at least 0 (0 turns it off)')]:
     if not ok:  # (a NaN fails every comparison, so it is refused too)
         raise ValueError(f"{name}={config[name]!r} must be {want}")
-lr_args = dict(learning_rate=learning_rate, min_lr=min_lr, warmup_iters=warmup_iters,
-               decay_iters=lr_decay_iters or max(max_iters, warmup_iters), schedule=lr_schedule, time_budget=time_budget)
+lr_args = dict(learning_rate=learning_rate, min_lr=min_lr, warmup_iters=warmup_iters, schedule=lr_schedule,
+               decay_iters=lr_decay_iters or max(max_iters, warmup_iters), time_budget=time_budget,
+               cooldown_frac=cooldown_frac)
 optim.get_lr(1, 0.0, **lr_args)  # the schedule's own checks, before anything is read or written
 
 # processes and devices
@@ -166,7 +171,7 @@ raw_model = model  # the plain module: its state_dict has no '_orig_mod.' or 'mo
 # -----------------------------------------------------------------------------
 # optimizers ([AdamW] or [AdamW, Muon]) and the grad scaler fp16 gradients need (they underflow without it)
 optimizers = optim.configure_optimizers(raw_model, optimizer, learning_rate, (beta1, beta2), weight_decay, muon_lr,
-                                        muon_momentum, muon_weight_decay, device_type)
+                                        muon_momentum, muon_weight_decay, device_type, embedding_lr, head_lr, normuon)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
 iter_num, best_val_loss, train_time, evals = 0, float('inf'), 0.0, []  # train_time: seconds of training steps
 if ckpt is not None:

@@ -30,7 +30,7 @@ options = st.fixed_dictionaries({
     'pos': st.sampled_from(POS), 'norm': st.sampled_from(NORMS), 'norm_pos': st.sampled_from(NORM_POS),
     'act': st.sampled_from(ACTS), 'n_kv_head': st.sampled_from([None, 4, 2, 1]), 'bias': st.booleans(),
     'tie_weights': st.booleans(), 'mlp_hidden': st.sampled_from([None, 48]), 'qk_norm': st.booleans(),
-    'zero_init': st.booleans(), 'logit_softcap': st.sampled_from([0.0, 5.0]),
+    'zero_init': st.booleans(), 'logit_softcap': st.sampled_from([0.0, 5.0]), 'x0_mix': st.booleans(),
 })
 
 
@@ -235,6 +235,20 @@ def test_zero_init_blocks_are_the_identity_on_a_fresh_model(act):
         assert torch.allclose(logits, alone, atol=1e-6) == zero_init
     loss.backward()
     assert all(b.attn.proj.weight.grad.abs().sum() > 0 and b.mlp.down.weight.grad.abs().sum() > 0 for b in model.blocks)
+
+
+def test_x0_mix_starts_as_the_plain_model_and_learns_how_much_embedding_each_block_reads():
+    """x0_mix: a fresh model's logits are those of the same weights without it (the stream's weights start at 1,
+    the embedding's at 0); both weights get gradients, and moving them changes the logits."""
+    idx = torch.randint(0, 50, (2, 16))
+    plain, mixed = build(), build(x0_mix=True)
+    logits, loss = mixed(idx, idx)
+    torch.testing.assert_close(logits, plain(idx, idx)[0], atol=0, rtol=0)
+    loss.backward()
+    assert mixed.x0_lambdas.grad.abs().min() > 0 and mixed.resid_lambdas.grad.abs().min() > 0
+    with torch.no_grad():
+        mixed.x0_lambdas.fill_(0.5)
+    assert not torch.allclose(mixed(idx, idx)[0], logits)
 
 
 @pytest.mark.parametrize('n_kv_head', [None, 2])

@@ -1,9 +1,10 @@
-"""Properties of optim.py: which optimizer takes which parameter, our Muon step is torch.optim.Muon's, and
-Newton-Schulz orthogonalises."""
+"""Properties of optim.py: which optimizer takes which parameter at which rate, our Muon step is torch.optim.Muon's,
+Newton-Schulz orthogonalises, NorMuon evens the neurons, and the schedules' shapes."""
 import pytest
 import torch
 
 from model import GPT, GPTConfig
+import optim
 from optim import Muon, configure_optimizers, get_lr, newton_schulz
 
 torch.set_num_threads(1)
@@ -81,9 +82,49 @@ def test_newton_schulz_keeps_the_singular_vectors_and_moves_singular_values_towa
     torch.testing.assert_close(newton_schulz(G * 1e4), newton_schulz(G), atol=1e-5, rtol=0)
 
 
+def test_embedding_and_head_rates_get_groups_of_their_own_without_decay_and_follow_the_schedule():
+    """embedding_lr and head_lr: the token embedding and an untied head each in a group at its own peak rate and no
+    weight decay, everything else where it was; a step at lr_scale s sets every group to s times its own peak."""
+    model = build(tie_weights=False)
+    adamw, muon = configure_optimizers(model, 'muon', 8e-3, (0.9, 0.95), 0.1, 0.02, 0.95, 0.0, 'cpu', embedding_lr=0.03,
+                                       head_lr=5e-3)
+    decay, no_decay, emb, head = adamw.param_groups
+    assert emb['params'] == [model.wte.weight] and head['params'] == [model.lm_head.weight]
+    assert (emb['lr'], head['lr'], emb['weight_decay'], head['weight_decay']) == (0.03, 5e-3, 0.0, 0.0)
+    assert decay['params'] == [] and decay['lr'] == 8e-3  # untied, both tables have their own groups
+    everything = [id(p) for opt in (adamw, muon) for g in opt.param_groups for p in g['params']]
+    assert sorted(everything) == sorted(id(p) for p in model.parameters())
+    loss = model(torch.randint(0, 50, (2, 16)), torch.randint(0, 50, (2, 16)))[1]
+    loss.backward()
+    optim.step([adamw, muon], torch.amp.GradScaler('cpu', enabled=False), model.parameters(), 0.5, 1.0)
+    assert [g['lr'] for g in adamw.param_groups + muon.param_groups] == [4e-3, 4e-3, 0.015, 2.5e-3, 0.01]
+    tied = build()  # the one matrix that is both embedding and head gets embedding_lr
+    [adamw] = configure_optimizers(tied, 'adamw', 8e-3, (0.9, 0.95), 0.1, 0.02, 0.95, 0.0, 'cpu', embedding_lr=0.03)
+    assert adamw.param_groups[2]['params'] == [tied.lm_head.weight] and adamw.param_groups[2]['lr'] == 0.03
+
+
+@pytest.mark.parametrize('shape', [(96, 32), (32, 96)])
+def test_normuon_evens_the_neurons_and_keeps_the_update_norm(shape):
+    """NorMuon's first step: every neuron (row of a tall matrix, column of a wide one) of the update has the same
+    RMS, and the update's Frobenius norm is the orthogonalised one's; with normuon=False the neurons differ."""
+    torch.manual_seed(0)
+    update = newton_schulz(torch.randn(shape) * torch.logspace(0, 2, shape[1]))  # uneven columns
+    p = torch.nn.Parameter(torch.zeros(shape))
+    evened = Muon([p], lr=0.02, momentum=0.95, weight_decay=0.0, normuon=True).even_neurons(p, update)
+    dim = 1 if shape[0] >= shape[1] else 0
+    rms = evened.square().mean(dim).sqrt()
+    torch.testing.assert_close(rms, torch.full_like(rms, rms.mean().item()), rtol=1e-4, atol=0)
+    torch.testing.assert_close(evened.norm(), update.norm())
+    assert update.square().mean(dim).sqrt().std() > 0.05 * update.square().mean(dim).sqrt().mean()
+
+
 def test_bad_optimizer_settings_raise_one_line_value_errors():
     model = build()
     for call in (lambda: configure(model, 'sgd'),
+                 lambda: configure_optimizers(model, 'adamw', 1e-3, (0.9, 0.95), 0.1, 0.02, 0.95, 0.0, 'cpu',
+                                              head_lr=1e-3),  # the head is tied
+                 lambda: configure_optimizers(model, 'adamw', 1e-3, (0.9, 0.95), 0.1, 0.02, 0.95, 0.0, 'cpu',
+                                              embedding_lr=-1.0),
                  lambda: configure_optimizers(model, 'muon', 1e-3, (0.9, 0.95), 0.1, 0.02, 1.0, 0.0, 'cpu'),
                  lambda: configure_optimizers(model, 'muon', 1e-3, (0.9, 0.95), 0.1, -0.02, 0.95, 0.0, 'cpu')):
         with pytest.raises(ValueError) as e:
@@ -105,8 +146,21 @@ def test_with_a_time_budget_the_cosine_reaches_min_lr_exactly_when_the_budget_ru
     assert get_lr(60, 30.0, **lr) == pytest.approx(5.5e-4) and get_lr(110, 30.0, **lr) == pytest.approx(1e-4)
 
 
+def test_wsd_holds_the_peak_then_falls_in_a_straight_line_to_min_lr():
+    """lr_schedule='wsd': warmup, the peak until the last cooldown_frac of the decay's span (steps, or the time
+    budget if further), then linear to min_lr, reached exactly at the span's end."""
+    lr = dict(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, decay_iters=110, schedule='wsd', cooldown_frac=0.4)
+    assert get_lr(5, 0.0, **lr) == pytest.approx(5e-4)
+    assert all(get_lr(s, 0.0, **lr) == pytest.approx(1e-3) for s in range(10, 71))  # progress up to 0.6
+    tail = [get_lr(s, 0.0, **lr) for s in (80, 90, 100, 110, 200)]
+    assert tail == pytest.approx([7.75e-4, 5.5e-4, 3.25e-4, 1e-4, 1e-4])
+    timed = dict(lr, decay_iters=10**9, time_budget=100.0)
+    assert [get_lr(500, t, **timed) for t in (50.0, 60.0, 80.0, 100.0)] == pytest.approx([1e-3, 1e-3, 5.5e-4, 1e-4])
+
+
 def test_bad_schedule_settings_raise_one_line_value_errors():
     for kw in (dict(schedule='linear'), dict(min_lr=2e-3), dict(warmup_iters=20, decay_iters=10),
+               dict(schedule='wsd', cooldown_frac=0.0), dict(schedule='wsd', warmup_iters=20, decay_iters=10),
                dict(schedule='vaswani', warmup_iters=0), dict(time_budget=-1.0)):
         with pytest.raises(ValueError) as e:
             get_lr(1, 0.0, **{'learning_rate': 1e-3, **kw})
