@@ -9,7 +9,9 @@ out_dir = 'out-sweeps/optimizer_recipe'
 overrides = {'data_dir': 'data/tinystories-demo', 'time_budget': 75.0, 'max_iters': 100000, 'lr_decay_iters': 0,
              'warmup_iters': 25, 'eval_interval': 25, 'log_interval': 10,
              # the AdamW/SwiGLU model: every run names what it changes from it
-             'optimizer': 'adamw', 'act': 'swiglu', 'mlp_hidden': 320, 'qk_norm': False, 'muon_lr': 0.04}
+             'optimizer': 'adamw', 'act': 'swiglu', 'mlp_hidden': 320, 'qk_norm': False, 'muon_lr': 0.04,
+             'learning_rate': 2e-3, 'min_lr': 2e-4, 'tie_weights': True, 'embedding_lr': 0.0, 'head_lr': 0.0,
+             'normuon': False, 'lr_schedule': 'cosine'}
 runs = {'adamw': {'optimizer': 'adamw'},
         'muon': {'optimizer': 'muon'},
         'adamw+qk_norm': {'qk_norm': True},

@@ -9,5 +9,7 @@ out_dir = 'out-sweeps/seed001_pos'
 overrides = {'data_dir': 'data/tinystories-demo', 'max_iters': 250, 'lr_decay_iters': 0, 'warmup_iters': 25,
              'eval_interval': 50, 'log_interval': 10,
              # seed 001's recipe on the demo's shape: AdamW, SwiGLU, no QK-norm (the demo trains its own recipe)
-             'optimizer': 'adamw', 'act': 'swiglu', 'mlp_hidden': 320, 'qk_norm': False}
+             'optimizer': 'adamw', 'act': 'swiglu', 'mlp_hidden': 320, 'qk_norm': False,
+             'learning_rate': 2e-3, 'min_lr': 2e-4, 'tie_weights': True, 'embedding_lr': 0.0, 'head_lr': 0.0,
+             'normuon': False, 'lr_schedule': 'cosine'}
 grid = {'pos': ['rope', 'learned', 'sinusoidal', 'none']}
