@@ -1,7 +1,6 @@
 """
 Train a GPT on the tokens prepare.py wrote, on one CPU, one GPU, or many GPUs.
 
-    python train.py                                    # the defaults below
     python train.py config/train_tinystories_cpu.py    # the CPU demo (make demo)
     python train.py config/seed001.py --max_iters=2000 # a config file, then --key=value overrides
     python train.py --out_dir=out --init_from=resume   # continue out/last.pt exactly where it stopped
@@ -47,8 +46,7 @@ eval_iters = 50  # batches per split per evaluation; the same fixed windows ever
 eval_only = False  # evaluate once and exit, writing nothing
 dry_run = False  # check the settings, data and model as a run would, print them as JSON and exit, writing nothing
 always_save_checkpoint = True  # write last.pt at every evaluation, not only at the end
-# wandb (imported only when enabled; WANDB_MODE=offline works)
-wandb_log = False
+wandb_log = False  # wandb is imported only when True (WANDB_MODE=offline works)
 wandb_project = 'tinystories-gpt'
 wandb_run_name = 'run'
 # data
@@ -152,8 +150,7 @@ else:
 block_size = gptconf.block_size
 train_data = data.open_split(data_dir, 'train', vocab_size, block_size)  # before a model is built for block_size
 val_data = data.open_split(data_dir, 'val', vocab_size, block_size)
-# the evaluation windows, drawn once from a fixed seed: every evaluation (and every run on this data, whatever its
-# seed) scores the same text, so the numbers compare
+# the evaluation windows, drawn once from seed 0: every evaluation, and every run on this data, scores the same text
 eval_offsets = {split: torch.randint(len(d) - block_size, (eval_iters, batch_size),
                                      generator=torch.Generator().manual_seed(0))
                 for split, d in (('train', train_data), ('val', val_data))}
@@ -165,8 +162,7 @@ if dry_run:  # everything that can fail before training is checked (sweep.py che
     print(json.dumps({'config': config, 'params': model.num_params(), 'tokens_per_iter': tokens_per_iter,
                       'flops_per_token': model.flops_per_token()}))
     raise SystemExit(0)
-model.to(device).train()
-raw_model = model  # the plain module: its state_dict has no '_orig_mod.' or 'module.' prefixes
+raw_model = model.to(device).train()  # the plain module: its state_dict has no '_orig_mod.' or 'module.' prefixes
 
 # -----------------------------------------------------------------------------
 # optimizers ([AdamW] or [AdamW, Muon]) and the grad scaler fp16 gradients need (they underflow without it)
@@ -216,9 +212,8 @@ def save_checkpoint(names):
     gathered); a failure on rank 0 stops every process (share)."""
     global saved_iter
     rng = {'torch': torch.get_rng_state(), 'cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None}
-    everyone = [rng]
+    everyone = [rng] * world_size
     if ddp:
-        everyone = [None] * world_size
         dist.all_gather_object(everyone, rng)
     error = None
     if master:
