@@ -48,6 +48,10 @@ def equations(c):
         blk = ('post', 'post-norm (Vaswani et al. 2017): each residual sum is normalised',
                rf"u = {N}_1(x + \mathrm{{Attn}}(x)),\quad x' = {N}_2(u + \mathrm{{MLP}}(u))")
     out.append((f'block:{blk[0]}', f"Each of the L = {L} blocks maps x = x^(l-1) to x' = x^(l), {blk[1]}:", [blk[2]]))
+    if c.x0_mix:
+        out.append(('x0_mix', 'x0 mixing (as in nanochat and modded-nanogpt): before block l the stream is mixed with '
+                    'the embedding x^(0) by two trained scalars per block, starting at 1 and 0:',
+                    [r'x^{(l-1)} \leftarrow \lambda_l\, x^{(l-1)} + \mu_l\, x^{(0)}']))
     avg = rf'\frac{{1}}{{{d}}}\sum_{{i=1}}^{{{d}}}'  # the mean over the d channels
     if c.norm == 'layernorm':
         out.append(('norm:layernorm', f'LayerNorm over the d = {d} channels, with a trained gain g'

@@ -352,10 +352,16 @@ if __name__ == '__main__':
                  f"at step {tc.get('lr_decay_iters') or tc.get('max_iters')}")
     sched = f"linear warmup over {tc.get('warmup_iters')} steps to {tc.get('learning_rate'):g}, then " + {
         'cosine': f"cosine decay to {tc.get('min_lr'):g} {decay_end}", 'constant': 'constant',
+        'wsd': f"constant until the last {tc.get('cooldown_frac', 0.5):g} of the decay, then linear to "
+               f"{tc.get('min_lr'):g} {decay_end}",
         'vaswani': 'decay as 1/sqrt(step) (Vaswani et al. 2017)'}[tc.get('lr_schedule', 'cosine')]
-    adamw = f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"
-    opt = (f"Muon (peak rate {tc.get('muon_lr'):g}, momentum {tc.get('muon_momentum')}, weight decay "
-           f"{tc.get('muon_weight_decay')}) for the blocks' weight matrices; {adamw} for the rest"
+    own = ', '.join(f"{what} at {tc[k]:g}" for k, what in (('embedding_lr', 'the embedding'), ('head_lr', 'the head'))
+                    if tc.get(k))  # their own peak rates, without weight decay
+    adamw = (f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"
+             + (f" ({own}, without weight decay)" if own else ''))
+    opt = (f"{'NorMuon' if tc.get('normuon') else 'Muon'} (peak rate {tc.get('muon_lr'):g}, momentum "
+           f"{tc.get('muon_momentum')}, weight decay {tc.get('muon_weight_decay')}) for the blocks' weight matrices; "
+           f"{adamw} for the rest"
            if tc.get('optimizer') == 'muon' else adamw) + \
         (f", gradients clipped to norm {tc['grad_clip']:g}" if tc.get('grad_clip') else '')
     passes = f" ({seen / meta['splits']['train']['tokens']:.2f} passes over the training tokens)" if meta else ''

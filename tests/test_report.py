@@ -132,14 +132,21 @@ def test_each_story_is_drawn_from_its_own_seed(report, name):
 
 def test_reuses_a_matching_eval_json(report, tmp_path):
     """An eval.py --baseline=True result for this very checkpoint supplies both result rows instead of a new
-    evaluation, and the same seed decodes the same stories again."""
+    evaluation, and the same seed decodes the same stories again. The setup names the demo's recipe when the
+    checkpoint's config holds it (NorMuon, the embedding's and head's own rates, the WSD schedule)."""
     tiny, rep, ck, _, _ = report
     out = copy_run(tiny, tmp_path / 'run')
+    best = torch.load(out / 'best.pt', weights_only=True)
+    best['config'] |= dict(optimizer='muon', normuon=True, embedding_lr=0.03, head_lr=8e-3, lr_schedule='wsd',
+                           cooldown_frac=0.5, min_lr=8e-4, lr_decay_iters=40)
+    torch.save(best, out / 'best.pt')
     fake_eval_json(out, ck['iter_num'], 1.2345, 6.7891)
     run_report(f'--out_dir={out}', *SMALL)
     md = (out / 'report' / 'report.md').read_text()
     assert '| this checkpoint | 1.2345 |' in md and '| untrained, same architecture | 6.7891 |' in md
     assert 'eval.py (' in md
+    assert 'constant until the last 0.5 of the decay, then linear to 0.0008 at step 40' in md
+    assert "NorMuon (peak rate" in md and '(the embedding at 0.03, the head at 0.008, without weight decay)' in md
     first, second = (json.loads((d / 'decoding.json').read_text()) for d in (rep, out / 'report'))
     assert second['stories'] == first['stories'] and second['table'] == first['table']
 
@@ -221,9 +228,9 @@ CONFIGS = {  # config -> the components its equations must show, no more and no 
     'gqa': (dict(n_head=8, n_kv_head=2, n_embd=256, act='geglu', pos='none', norm='none'),
             {'embedding', 'pos:none', 'block:unnormalised', 'attention', 'gqa', 'mlp:geglu', 'output', 'tying',
              'loss'}),
-    'speedrun': (dict(act='relu2', qk_norm=True, zero_init=True, logit_softcap=15.0, n_kv_head=2),
+    'speedrun': (dict(act='relu2', qk_norm=True, zero_init=True, logit_softcap=15.0, n_kv_head=2, x0_mix=True),
                  {'embedding', 'pos:rope', 'block:pre', 'norm:rmsnorm', 'attention', 'gqa', 'qk_norm', 'mlp:relu2',
-                  'zero_init', 'output', 'softcap', 'tying', 'loss'}),
+                  'zero_init', 'x0_mix', 'output', 'softcap', 'tying', 'loss'}),
     'silu': (dict(act='silu', n_kv_head=6), {'embedding', 'pos:rope', 'block:pre', 'norm:rmsnorm', 'attention',
                                               'mlp:silu', 'output', 'tying', 'loss'}),
 }
