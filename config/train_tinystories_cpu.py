@@ -7,7 +7,7 @@
 #   python train.py config/train_tinystories_cpu.py
 # Sizing: this 1.80M-parameter model costs 8.5 MFLOP per trained token (6N + attention; the embedding's lookup
 # is free); 600 steps of 4,096 tokens are 2.5M tokens, ~1.7 passes over the 1.48M training tokens: with the recipe
-# below (README, "The training recipe") ~6.5 minutes on 2 cores.
+# below (README, "The training recipe") ~7 minutes on 2 cores (README, "Measured").
 # Its val loss sits above its train loss partly because the validation file's stories are split at paragraphs,
 # each then starting after an <|endoftext|>. At this budget a wider or deeper model would get fewer steps; a
 # 128-token context covers the few sentences a sample needs at a quarter of the attention cost of 512.
