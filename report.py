@@ -1,13 +1,12 @@
 """
-Write up a training run as a course report would: the model's equations (exactly the components this
-checkpoint uses, with its sizes), the data and training setup, exact headline numbers next to an
-untrained baseline, a decoding study, and a discussion whose every statement is a rule over measured numbers.
+Write up a training run as a course report would: the model's equations (exactly the components this checkpoint
+uses, with its sizes), the data and training setup, exact headline numbers next to an untrained baseline, a
+decoding study, and a discussion whose every statement is a rule over measured numbers.
 
 $ python report.py --out_dir=out-tinystories-cpu
 
 Everything is written under out_dir/report/:
-  report.md, report.pdf             the report: LaTeX math in the .md; the .pdf is fpdf2's layout of the same text
-                                    (equations set by matplotlib's mathtext: no TeX needed), then one page per figure
+  report.md, report.pdf             the report (LaTeX math); the .pdf: fpdf2's layout of it, then a page per figure
   decoding.json                     the decoding study: every story and the table's numbers
   training_curves.png               train/val loss against iteration and tokens seen, val perplexity, lr
   attention/layer{L}.png            one heatmap per head for the first prompt, axes labelled with its tokens
@@ -215,15 +214,13 @@ if __name__ == '__main__':
             values.setdefault(layer, {})[short] = W.flatten().cpu().numpy()
     wpath = os.path.join(report_dir, 'weights', 'spectral_norms')
     rundir.write_json(wpath + '.json', {'checkpoint': ckpt_path, 'iter': iter_num, 'matrices': rows})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator='\n')
+    writer = csv.DictWriter(buf := io.StringIO(), fieldnames=list(rows[0]), lineterminator='\n')
     writer.writeheader()
     writer.writerows({**r, 'shape': 'x'.join(map(str, r['shape']))} for r in rows)
     rundir.write_text(wpath + '.csv', buf.getvalue())
 
     layers = sorted(values, key=lambda k: -1 if k is None else k)  # None: outside the blocks, first
-    nc = min(3, len(layers))
-    nr = math.ceil(len(layers) / nc)
+    nr = math.ceil(len(layers) / (nc := min(3, len(layers))))  # panels: up to 3 per row
     fig, axs = plt.subplots(nr, nc, figsize=(4.6 * nc, 3.4 * nr), squeeze=False)
     for a, layer in zip(axs.flat, layers):
         lo, hi = np.percentile(np.concatenate(list(values[layer].values())), [0.1, 99.9])
@@ -231,8 +228,7 @@ if __name__ == '__main__':
             a.hist(np.clip(v, lo, hi), bins=80, range=(lo, hi), density=True, histtype='step', label=short)
         a.set(title='outside the blocks' if layer is None else f'layer {layer}', yscale='log', xlabel='weight value')
         a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-        a.legend(fontsize=6)
-        a.grid(alpha=0.3)
+        a.legend(fontsize=6), a.grid(alpha=0.3)
     for a in axs.flat[len(layers):]:
         a.axis('off')
     fig.suptitle('weight values per matrix (density, log scale; clipped to the 0.1-99.9 percentiles)')
@@ -351,17 +347,16 @@ if __name__ == '__main__':
     decay_end = (f"over a time budget of {tc['time_budget']:g} s of training" if tc.get('time_budget') else
                  f"at step {tc.get('lr_decay_iters') or tc.get('max_iters')}")
     sched = f"linear warmup over {tc.get('warmup_iters')} steps to {tc.get('learning_rate'):g}, then " + {
-        'cosine': f"cosine decay to {tc.get('min_lr'):g} {decay_end}", 'constant': 'constant',
-        'wsd': f"constant until the last {tc.get('cooldown_frac', 0.5):g} of the decay, then linear to "
-               f"{tc.get('min_lr'):g} {decay_end}",
+        'cosine': f"cosine decay to {tc.get('min_lr'):g} {decay_end}", 'constant': 'constant', 'wsd': f"constant until "
+        f"the last {tc.get('cooldown_frac', 0.5):g} of the decay, then linear to {tc.get('min_lr'):g} {decay_end}",
         'vaswani': 'decay as 1/sqrt(step) (Vaswani et al. 2017)'}[tc.get('lr_schedule', 'cosine')]
     own = ', '.join(f"{what} at {tc[k]:g}" for k, what in (('embedding_lr', 'the embedding'), ('head_lr', 'the head'))
-                    if tc.get(k))  # their own peak rates, without weight decay
+                    if tc.get(k))  # their own peak rates
     adamw = (f"AdamW, betas ({tc.get('beta1')}, {tc.get('beta2')}), weight decay {tc.get('weight_decay')} on matrices"
              + (f" ({own}, without weight decay)" if own else ''))
-    opt = (f"{'NorMuon' if tc.get('normuon') else 'Muon'} (peak rate {tc.get('muon_lr'):g}, momentum "
-           f"{tc.get('muon_momentum')}, weight decay {tc.get('muon_weight_decay')}) for the blocks' weight matrices; "
-           f"{adamw} for the rest"
+    muon = (f"{'Nor' if tc.get('normuon') else ''}Muon (peak rate {tc.get('muon_lr'):g}, momentum "
+            f"{tc.get('muon_momentum')}, weight decay {tc.get('muon_weight_decay')})")
+    opt = (f"{muon} for the blocks' weight matrices; {adamw} for the rest"
            if tc.get('optimizer') == 'muon' else adamw) + \
         (f", gradients clipped to norm {tc['grad_clip']:g}" if tc.get('grad_clip') else '')
     passes = f" ({seen / meta['splits']['train']['tokens']:.2f} passes over the training tokens)" if meta else ''
