@@ -228,7 +228,8 @@ if __name__ == '__main__':
             a.hist(np.clip(v, lo, hi), bins=80, range=(lo, hi), density=True, histtype='step', label=short)
         a.set(title='outside the blocks' if layer is None else f'layer {layer}', yscale='log', xlabel='weight value')
         a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-        a.legend(fontsize=6), a.grid(alpha=0.3)
+        a.legend(fontsize=6)
+        a.grid(alpha=0.3)
     for a in axs.flat[len(layers):]:
         a.axis('off')
     fig.suptitle('weight values per matrix (density, log scale; clipped to the 0.1-99.9 percentiles)')
